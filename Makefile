@@ -1,0 +1,55 @@
+# The two commands a newcomer needs: `make demo` (the function on the sample events, all local) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell scripts/find-python)
+VENV := .venv
+SAM_VENV := .venv-sam
+SAM_CLI_VERSION := 1.170.0
+REGION ?= eu-central-1
+export PYTHONPATH := src:.
+
+.PHONY: demo test lint typecheck template-lint unit install sam build clean
+
+demo: install
+	$(VENV)/bin/python -m kickout_dev.demo
+
+test: lint typecheck template-lint unit
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+template-lint: install sam
+	$(VENV)/bin/cfn-lint template.yaml
+	$(SAM_VENV)/bin/sam validate --lint --template-file template.yaml --region $(REGION)
+
+unit: install
+	$(VENV)/bin/python -m pytest
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements-dev.txt src/requirements.txt
+	test -n "$(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# SAM CLI lives in its own environment: it pins its own boto3 and would fight the function's.
+sam: $(SAM_VENV)/.installed
+
+$(SAM_VENV)/.installed:
+	test -n "$(PYTHON)"
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+	touch $@
+
+# `sam build` without Docker needs python3.13 on PATH: put the interpreter's folder first.
+build: sam
+	PATH="$(dir $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam build --template-file template.yaml
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

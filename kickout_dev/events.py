@@ -1,0 +1,41 @@
+"""The sample events of `events/`, and events of the same shapes around any payload."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+EVENTS_DIR = Path(__file__).resolve().parent.parent / "events"
+
+
+def load_event(name: str) -> Any:
+    """`events/<name>.json`, the same file `sam local invoke -e` takes; a fresh copy every call."""
+    return copy.deepcopy(_read(name))
+
+
+@cache
+def _read(name: str) -> Any:
+    return json.loads((EVENTS_DIR / f"{name}.json").read_text())
+
+
+def api_event(body: str | None, *, method: str = "POST", path: str = "/kickouts") -> dict[str, Any]:
+    """An API Gateway REST proxy event like events/api.json with another body, method or path."""
+    event: dict[str, Any] = load_event("api")
+    event.update(body=body, httpMethod=method, path=path, resource=path)
+    event["requestContext"].update(httpMethod=method, resourcePath=path, path=f"/v1{path}", requestId=str(uuid.uuid4()))
+    return event
+
+
+def sqs_record(body: str, *, receive_count: int = 1, message_id: str | None = None) -> dict[str, Any]:
+    record: dict[str, Any] = load_event("sqs")["Records"][0]
+    record.update(body=body, messageId=message_id or str(uuid.uuid4()))
+    record["attributes"]["ApproximateReceiveCount"] = str(receive_count)
+    return record
+
+
+def sqs_event(*bodies: str) -> dict[str, Any]:
+    return {"Records": [sqs_record(body) for body in bodies]}

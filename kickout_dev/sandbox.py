@@ -1,0 +1,131 @@
+"""Everything the function needs, on this machine: the ZIM stand-in on loopback, Secrets Manager and SQS in
+memory (moto), the environment the SAM template would set, and a Lambda context.
+
+Used by the demo (`make demo`) and by the tests, so both drive the real handler the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities import parameters
+from moto import mock_aws
+
+from kickout_dev.zim_server import ZimStandIn
+
+REGION = "eu-central-1"
+APP_ID = 1234567890
+# Not a real secret: the stand-in's ServerSecret, 32 hex characters like ZEGO's.
+SERVER_SECRET = "0123456789abcdef0123456789abcdef"
+SECRET_NAME = "kickout/zego-server-secret"
+
+
+@dataclass
+class LambdaContext:
+    """What the handler reads of the Lambda context (the shape of Powertools' own test contexts)."""
+
+    function_name: str = "kickout-KickoutFunction"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:kickout-KickoutFunction"
+    aws_request_id: str = "5b6f1c5e-0000-4000-8000-000000000001"
+    log_group_name: str = "/aws/lambda/kickout-KickoutFunction"
+    log_stream_name: str = "2026/11/25/[$LATEST]0123456789abcdef"
+    timeout_seconds: float = 20.0
+    started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_seconds - (time.monotonic() - self.started)) * 1000))
+
+
+@dataclass
+class Sandbox:
+    zim: ZimStandIn
+    secret_arn: str
+    dlq_url: str
+    environ: dict[str, str]
+
+    def parked(self) -> list[dict[str, Any]]:
+        """Every message in the dead-letter queue (received, then deleted so a second call does not see it)."""
+        sqs = boto3.client("sqs", region_name=REGION)
+        messages: list[dict[str, Any]] = []
+        while batch := sqs.receive_message(
+            QueueUrl=self.dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        ).get("Messages", []):
+            messages.extend(dict(message) for message in batch)
+            for message in batch:
+                sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=message["ReceiptHandle"])
+        return messages
+
+    def put_secret(self, secret_string: str) -> None:
+        boto3.client("secretsmanager", region_name=REGION).put_secret_value(
+            SecretId=self.secret_arn, SecretString=secret_string
+        )
+
+
+def function_environment(*, endpoint: str, secret_arn: str, dlq_url: str) -> dict[str, str]:
+    """The variables template.yaml gives the function, plus fake credentials for moto."""
+    return {
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_SERVICE_NAME": "kickout",
+        "POWERTOOLS_METRICS_NAMESPACE": "Kickout",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        "ZEGO_APP_ID": str(APP_ID),
+        "ZEGO_SECRET_ID": secret_arn,
+        "ZEGO_API_ENDPOINT": endpoint,
+        "KICKOUT_DLQ_URL": dlq_url,
+    }
+
+
+def reset_function_state() -> None:
+    """Forget what the function cached at module level: settings, the secret, the SQS client."""
+    from handler import queue, settings  # imported late: the handler must see the sandbox's env
+
+    settings.current.cache_clear()
+    parameters.clear_caches()  # type: ignore[no-untyped-call]
+    parameters.base.DEFAULT_PROVIDERS.clear()  # type: ignore[attr-defined]
+    queue._sqs.cache_clear()
+
+
+@contextmanager
+def sandbox(
+    *,
+    rooms: dict[str, set[str]] | None = None,
+    secret_string: str | None = None,
+    max_requests_per_second: int | None = None,
+) -> Iterator[Sandbox]:
+    saved = dict(os.environ)
+    os.environ.update(
+        {"AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    )
+    try:
+        with (
+            mock_aws(),
+            ZimStandIn(APP_ID, SERVER_SECRET, rooms=rooms, max_requests_per_second=max_requests_per_second) as zim,
+        ):
+            secret_arn = boto3.client("secretsmanager", region_name=REGION).create_secret(
+                Name=SECRET_NAME,
+                SecretString=secret_string
+                if secret_string is not None
+                else json.dumps({"ServerSecret": SERVER_SECRET}),
+            )["ARN"]
+            dlq_url = boto3.client("sqs", region_name=REGION).create_queue(QueueName="kickout-dlq")["QueueUrl"]
+            environ = function_environment(endpoint=zim.url, secret_arn=secret_arn, dlq_url=dlq_url)
+            os.environ.update(environ)
+            reset_function_state()
+            yield Sandbox(zim=zim, secret_arn=secret_arn, dlq_url=dlq_url, environ=environ)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        reset_function_state()

@@ -1,0 +1,346 @@
+"""A local stand-in for ZEGO's ZIM server API (KickoutRoomUser only), on 127.0.0.1.
+
+It checks each request the way ZEGO does — signature v2.0, timestamp skew, nonce shape, parameter
+rules — with its own code (it shares nothing with `handler`, so a mistake there cannot hide here), keeps
+rooms and their members, can enforce a requests-per-second limit, and can be told to misbehave: HTTP
+errors, any ZEGO code, slow answers, reset connections, bodies that are not JSON, a rotated secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote_plus, urlsplit
+
+ALLOWED_ID = re.compile(r"[A-Za-z0-9!#$%&()+\-:;<=.>?@\[\]^_{}|~, ]{1,32}")
+NONCE = re.compile(r"[0-9a-f]{16}")
+MAX_SKEW_SECONDS = 600
+SINGLE_VALUED = (
+    "Action",
+    "AppId",
+    "SignatureNonce",
+    "Timestamp",
+    "SignatureVersion",
+    "Signature",
+    "RoomId",
+    "CustomReason",
+    "FromUserId",
+)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted misbehaviour, applied to the next request that reaches the server."""
+
+    kind: str
+    value: Any = None
+
+    @staticmethod
+    def code(code: int, message: str = "scripted") -> Fault:
+        return Fault("code", (code, message))
+
+    @staticmethod
+    def http(status: int) -> Fault:
+        return Fault("http", status)
+
+    @staticmethod
+    def slow(seconds: float) -> Fault:
+        return Fault("slow", seconds)
+
+    @staticmethod
+    def reset() -> Fault:
+        return Fault("reset")
+
+    @staticmethod
+    def not_json() -> Fault:
+        return Fault("not_json")
+
+
+@dataclass(frozen=True)
+class Kickout:
+    """A request the server accepted as well-formed and correctly signed."""
+
+    room_id: str
+    user_ids: tuple[str, ...]
+    reason: str | None
+    operator_id: str | None
+    nonce: str
+    timestamp: int
+    code: int
+    at: float
+
+
+@dataclass
+class ZimStandIn:
+    app_id: int
+    server_secret: str
+    rooms: dict[str, set[str]] | None = None
+    """Room -> members. None: every room exists and every user is in it."""
+    max_requests_per_second: int | None = None
+    latency: float = 0.0
+    clock: Callable[[], float] = time.time
+
+    kickouts: list[Kickout] = field(default_factory=list)
+    """Accepted requests, in order (a fault scripted for a request keeps it out of this list)."""
+    refusals: list[tuple[int, str]] = field(default_factory=list)
+    """(code, why) for every request refused by the checks: signature, skew, parameters, rate."""
+    requests_seen: int = 0
+    faults: deque[Fault] = field(default_factory=deque)
+    fault_for: Callable[[dict[str, list[str]]], Fault | None] | None = None
+    """Decide a fault per request from its parameters (for streams where order is not known)."""
+
+    def __post_init__(self) -> None:
+        self._lock = threading.RLock()
+        self._nonces: set[str] = set()
+        self._recent: deque[float] = deque()
+        self._request_ids = iter(range(343649807833778782, 1 << 63))
+        self._server: ThreadingHTTPServer | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> ZimStandIn:
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; with Nagle on, the second waits for a delayed ACK (~40 ms).
+            disable_nagle_algorithm = True
+
+            def do_GET(self) -> None:
+                stand_in._serve(self)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="zim-stand-in", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> ZimStandIn:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() the stand-in first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}/"
+
+    def script(self, *faults: Fault) -> None:
+        with self._lock:
+            self.faults.extend(faults)
+
+    def rotate_secret(self, new_secret: str) -> None:
+        with self._lock:
+            self.server_secret = new_secret
+
+    @property
+    def kicked_user_ids(self) -> list[str]:
+        return [user for kickout in self.kickouts if kickout.code == 0 for user in kickout.user_ids]
+
+    # --- one request -----------------------------------------------------------------------------------------
+
+    def _serve(self, request: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.requests_seen += 1
+        if self.latency:
+            time.sleep(self.latency)
+        query = urlsplit(request.path).query
+        try:
+            params = parse_query(query)
+        except ValueError as error:
+            self._answer(request, self._refuse(2, f"unparseable query: {error}"))
+            return
+        with self._lock:
+            fault = self.faults.popleft() if self.faults else None
+        if fault is None and self.fault_for is not None:
+            fault = self.fault_for(params)
+        if fault is not None and self._misbehave(request, fault, params):
+            return
+        self._answer(request, self._kickout(params))
+
+    def _misbehave(self, request: BaseHTTPRequestHandler, fault: Fault, params: dict[str, list[str]]) -> bool:
+        """Apply a fault; False when the request should then be handled normally (a slow but good answer)."""
+        match fault.kind:
+            case "code":
+                code, message = fault.value
+                self._answer(request, self._reply(code, message))
+            case "http":
+                body = b"<html>upstream error</html>"
+                request.send_response(fault.value)
+                request.send_header("Content-Length", str(len(body)))
+                request.end_headers()
+                request.wfile.write(body)
+            case "not_json":
+                body = b"<html>gateway says hello</html>"
+                request.send_response(200)
+                request.send_header("Content-Type", "text/html")
+                request.send_header("Content-Length", str(len(body)))
+                request.end_headers()
+                request.wfile.write(body)
+            case "reset":
+                # SO_LINGER 0: close() sends a TCP RST instead of a FIN.
+                request.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                request.close_connection = True
+                request.connection.close()
+            case "slow":
+                time.sleep(fault.value)
+                return False
+            case _:
+                raise ValueError(f"unknown fault {fault.kind}")
+        return True
+
+    def _kickout(self, params: dict[str, list[str]]) -> dict[str, Any]:
+        with self._lock:
+            problem = self._check(params)
+            if problem is not None:
+                return self._refuse(*problem)
+            room_id = params["RoomId"][0]
+            user_ids = tuple(params["UserId[]"])
+            code = self._apply(room_id, user_ids)
+            self.kickouts.append(
+                Kickout(
+                    room_id=room_id,
+                    user_ids=user_ids,
+                    reason=params.get("CustomReason", [None])[0],
+                    operator_id=params.get("FromUserId", [None])[0],
+                    nonce=params["SignatureNonce"][0],
+                    timestamp=int(params["Timestamp"][0]),
+                    code=code,
+                    at=time.monotonic(),
+                )
+            )
+        return self._reply(code, "success" if code == 0 else "room or users not found")
+
+    def _check(self, params: dict[str, list[str]]) -> tuple[int, str] | None:
+        return self._check_shape(params) or self._check_signature(params)
+
+    @staticmethod
+    def _check_shape(params: dict[str, list[str]]) -> tuple[int, str] | None:
+        for key in SINGLE_VALUED:
+            if len(params.get(key, [])) > 1:
+                return 2, f"{key} given more than once"
+        unknown = set(params) - set(SINGLE_VALUED) - {"UserId[]"}
+        if unknown:
+            return 2, f"unknown parameters {sorted(unknown)}"
+        if params.get("Action") != ["KickoutRoomUser"]:
+            return 2, "Action must be KickoutRoomUser"
+        if params.get("SignatureVersion") != ["2.0"]:
+            return 100000002, "SignatureVersion must be 2.0"
+        return None
+
+    def _check_signature(self, params: dict[str, list[str]]) -> tuple[int, str] | None:
+        if params.get("AppId") != [str(self.app_id)]:
+            return 100000001, "unknown AppId"
+        nonce = params.get("SignatureNonce", [""])[0]
+        if not NONCE.fullmatch(nonce):
+            return 100000002, "SignatureNonce must be 16 lowercase hex characters"
+        timestamp_text = params.get("Timestamp", [""])[0]
+        if not timestamp_text.isdigit():
+            return 100000002, "Timestamp must be Unix seconds"
+        if abs(self.clock() - int(timestamp_text)) > MAX_SKEW_SECONDS:
+            return 100000004, "signature expired"
+        expected = hashlib.md5(
+            f"{self.app_id}{nonce}{self.server_secret}{timestamp_text}".encode(), usedforsecurity=False
+        ).hexdigest()
+        if params.get("Signature") != [expected]:
+            return 100000005, "signature invalid"
+        if nonce in self._nonces:
+            return 100000005, "nonce used twice"
+        self._nonces.add(nonce)
+        if self.max_requests_per_second is not None and self._over_rate():
+            return 660300005, "over the AppId-level frequency limit"
+        return self._check_business(params)
+
+    @staticmethod
+    def _check_business(params: dict[str, list[str]]) -> tuple[int, str] | None:
+        room = params.get("RoomId", [""])[0]
+        if not ALLOWED_ID.fullmatch(room):
+            return 2, "RoomId missing, too long or with a character outside ZEGO's set"
+        users = params.get("UserId[]", [])
+        if not users:
+            return 2, "UserId[] missing"
+        if len(users) > 50:
+            return 660000011, "more than 50 users"
+        if any(len(user.encode()) > 32 for user in users):
+            return 660000012, "a UserId is longer than 32 bytes"
+        if not all(ALLOWED_ID.fullmatch(user) for user in users):
+            return 2, "a UserId has a character outside ZEGO's set"
+        if len(params.get("CustomReason", [""])[0].encode()) > 32:
+            return 2, "CustomReason longer than 32 bytes"
+        operator = params.get("FromUserId")
+        if operator is not None and not ALLOWED_ID.fullmatch(operator[0]):
+            return 2, "FromUserId with a character outside ZEGO's set"
+        return None
+
+    def _over_rate(self) -> bool:
+        now = time.monotonic()
+        while self._recent and now - self._recent[0] >= 1.0:
+            self._recent.popleft()
+        if self.max_requests_per_second is not None and len(self._recent) >= self.max_requests_per_second:
+            return True
+        self._recent.append(now)
+        return False
+
+    def _apply(self, room_id: str, user_ids: Iterable[str]) -> int:
+        if self.rooms is None:
+            return 0
+        members = self.rooms.get(room_id)
+        if members is None:
+            return 660300001
+        present = [user for user in user_ids if user in members]
+        if not present:
+            return 660300002
+        members.difference_update(present)
+        return 0
+
+    def _refuse(self, code: int, why: str) -> dict[str, Any]:
+        with self._lock:
+            self.refusals.append((code, why))
+        return self._reply(code, why)
+
+    def _reply(self, code: int, message: str) -> dict[str, Any]:
+        return {"Code": code, "Message": message, "RequestId": str(next(self._request_ids))}
+
+    @staticmethod
+    def _answer(request: BaseHTTPRequestHandler, document: dict[str, Any]) -> None:
+        body = json.dumps(document).encode()
+        try:
+            request.send_response(200)
+            request.send_header("Content-Type", "application/json")
+            request.send_header("Content-Length", str(len(body)))
+            request.end_headers()
+            request.wfile.write(body)
+        except OSError:
+            pass  # the client gave up (a timeout test): nothing to answer
+
+
+def parse_query(query: str) -> dict[str, list[str]]:
+    """Decode a query the strict way: every pair must be key=value; `+` is a space, as form decoding has it."""
+    params: dict[str, list[str]] = {}
+    if not query:
+        return params
+    for pair in query.split("&"):
+        key, separator, value = pair.partition("=")
+        if not separator:
+            raise ValueError(f"pair without '=': {pair[:40]!r}")
+        params.setdefault(unquote_plus(key, errors="strict"), []).append(unquote_plus(value, errors="strict"))
+    return params

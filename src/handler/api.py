@@ -1,0 +1,141 @@
+"""REST entry point: POST /kickouts, validated by Powertools, every failure mapped to a JSON status here."""
+
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from handler import service, zim
+from handler.kickout import (
+    KickoutRequest,
+    KickoutResult,
+    SecretUnavailable,
+    ZegoRefused,
+    ZegoUnavailable,
+    field_problems,
+)
+from handler.observability import logger, metrics
+from handler.settings import ConfigurationError
+
+KICKOUTS_PATH = "/kickouts"
+RATE_LIMITED_RETRY_AFTER_SECONDS = 1
+"""ZEGO's limit is per second: a second later the budget is back."""
+
+# ZEGO refusals caused by what the caller sent (its ids, its operator), not by our configuration.
+CALLER_ERROR_CODES = frozenset({660000012, 660500002})
+
+app = APIGatewayRestResolver(enable_validation=True)
+
+
+class NothingToKick(Exception):
+    """ZEGO says none of the users is in the room, or the room does not exist."""
+
+    def __init__(self, result: KickoutResult) -> None:
+        super().__init__("none of the users is in the room")
+        self.result = result
+
+
+@app.post(KICKOUTS_PATH, summary="Remove users from a ZIM room", tags=["kickouts"])
+def create_kickout(request: KickoutRequest) -> KickoutResult:
+    result = service.run(request, _remaining_seconds(app.lambda_context))
+    if not result.kicked_user_ids:
+        raise NothingToKick(result)
+    return result
+
+
+def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    logger.set_correlation_id(event.get("requestContext", {}).get("requestId"))
+    return app.resolve(event, context)
+
+
+def _remaining_seconds(context: LambdaContext) -> Any:
+    return lambda: context.get_remaining_time_in_millis() / 1000
+
+
+def _error(status: HTTPStatus, error: str, message: str, **details: Any) -> Response[dict[str, Any]]:
+    headers = details.pop("headers", None)
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body={"error": error, "message": message, **details},
+        headers=headers,
+    )
+
+
+def _zego(reply: zim.Reply | None) -> dict[str, Any] | None:
+    if reply is None:
+        return None
+    return {"code": reply.code, "message": reply.message, "request_id": reply.request_id}
+
+
+@app.exception_handler(RequestValidationError)
+def invalid_request(error: RequestValidationError) -> Response[dict[str, Any]]:
+    metrics.add_metric(name="FailedInvalid", unit=MetricUnit.Count, value=1)
+    problems = field_problems(error.errors())
+    if any(issue["type"] == "json_invalid" for issue in error.errors()):
+        return _error(HTTPStatus.BAD_REQUEST, "invalid_json", "the request body is not valid JSON")
+    fields = sorted({problem["field"] for problem in problems})
+    return _error(
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        "invalid_request",
+        f"invalid kickout request: {', '.join(fields)}",
+        fields=problems,
+    )
+
+
+@app.exception_handler(NothingToKick)
+def nothing_to_kick(error: NothingToKick) -> Response[dict[str, Any]]:
+    last = error.result.calls[-1]
+    return _error(
+        HTTPStatus.NOT_FOUND,
+        "not_in_room",
+        "ZEGO reports that none of the users is in the room (or the room does not exist)",
+        zego={"code": last.code, "message": last.message, "request_id": last.request_id},
+        result=error.result.model_dump(mode="json"),
+    )
+
+
+@app.exception_handler(ZegoRefused)
+def zego_refused(error: ZegoRefused) -> Response[dict[str, Any]]:
+    status = HTTPStatus.UNPROCESSABLE_ENTITY if error.reply.code in CALLER_ERROR_CODES else HTTPStatus.BAD_GATEWAY
+    return _error(status, "zego_refused", error.detail, zego=_zego(error.reply))
+
+
+@app.exception_handler(ZegoUnavailable)
+def zego_unavailable(error: ZegoUnavailable) -> Response[dict[str, Any]]:
+    if error.rate_limited:
+        return _error(
+            HTTPStatus.TOO_MANY_REQUESTS,
+            "zego_rate_limited",
+            error.detail,
+            zego=_zego(error.reply),
+            headers={"Retry-After": str(RATE_LIMITED_RETRY_AFTER_SECONDS)},
+        )
+    status = HTTPStatus.GATEWAY_TIMEOUT if error.timed_out else HTTPStatus.BAD_GATEWAY
+    return _error(status, "zego_unavailable", error.detail, zego=_zego(error.reply))
+
+
+@app.exception_handler(SecretUnavailable)
+def secret_unavailable(error: SecretUnavailable) -> Response[dict[str, Any]]:
+    return _error(HTTPStatus.SERVICE_UNAVAILABLE, "secret_unavailable", str(error))
+
+
+@app.exception_handler(ConfigurationError)
+def misconfigured(error: ConfigurationError) -> Response[dict[str, Any]]:
+    return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "configuration_error", str(error))
+
+
+@app.not_found
+def unknown_route(_: NotFoundError) -> Response[dict[str, Any]]:
+    if app.current_event.path == KICKOUTS_PATH:
+        return _error(
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            f"{app.current_event.http_method} is not allowed on {KICKOUTS_PATH}; use POST",
+            headers={"Allow": "POST"},
+        )
+    return _error(HTTPStatus.NOT_FOUND, "not_found", f"no route {app.current_event.path}; use POST {KICKOUTS_PATH}")

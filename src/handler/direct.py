@@ -1,0 +1,25 @@
+"""Direct invoke (Step Functions, `sam local invoke`, the AWS CLI): the event is the kickout payload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from handler import service
+from handler.kickout import KickoutRequest, describe_invalid
+
+
+class InvalidKickoutRequest(ValueError):
+    """The payload breaks the rules; a Step Functions `Catch` can match this name."""
+
+
+def handle(event: Any, context: LambdaContext) -> dict[str, Any]:
+    try:
+        request = KickoutRequest.model_validate(event)
+    except ValidationError as error:
+        service.record_failure(error, {})
+        raise InvalidKickoutRequest(f"invalid kickout request: {describe_invalid(error)}") from None
+    result = service.run(request, lambda: context.get_remaining_time_in_millis() / 1000)
+    return result.model_dump(mode="json")

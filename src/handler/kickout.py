@@ -1,0 +1,300 @@
+"""The kickout itself: the request model, the plan of ZEGO calls, and carrying the plan out with retries.
+
+Knows nothing of AWS events, boto3 or urllib3: it is handed the secret reader, a `send` callable, the clock
+and the time left, so the same code serves the API, the queue and a direct invoke, and runs in unit tests
+on plain values.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Final
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from handler import zim
+
+MAX_USERS_PER_REQUEST: Final = 500
+"""Ten ZEGO calls at most: at the fleet's share of ZEGO's 20 requests/s that still fits one invocation."""
+MAX_REASON_CHARACTERS: Final = 1024
+
+# ZEGO's allowed set for RoomId and UserId: ASCII letters, digits, `!#$%&()+-:;<=.>?@[]^_{}|~,` and space.
+ZEGO_ID_PATTERN: Final = r"^[A-Za-z0-9!#$%&()+\-:;<=.>?@\[\]^_{}|~, ]+$"
+
+ZegoId = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=ZEGO_ID_PATTERN)]
+
+
+def _drop_duplicates(user_ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(user_ids))
+
+
+class KickoutRequest(BaseModel):
+    """One moderation decision: remove these users from this room."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    room_id: ZegoId
+    user_ids: Annotated[
+        list[ZegoId],
+        Field(min_length=1, max_length=MAX_USERS_PER_REQUEST),
+        AfterValidator(_drop_duplicates),
+    ]
+    reason: Annotated[str, Field(max_length=MAX_REASON_CHARACTERS)] | None = None
+    operator_id: ZegoId | None = None
+
+
+ID_RULE: Final = "1 to 32 characters: ASCII letters, digits, space and !#$%&()+-:;<=.>?@[]^_{}|~,"
+
+
+def field_problems(issues: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Field and problem for each validation issue; never the input values (they may be huge or hostile)."""
+    problems = []
+    for issue in issues:
+        field_name = ".".join(str(part) for part in issue["loc"] if part != "body") or "body"
+        problem = f"must be {ID_RULE}" if issue["type"] == "string_pattern_mismatch" else str(issue["msg"])
+        problems.append({"field": field_name, "problem": problem})
+    return problems
+
+
+def describe_invalid(error: ValidationError) -> str:
+    return "; ".join(f"{problem['field']}: {problem['problem']}" for problem in field_problems(error.errors()))
+
+
+@dataclass(frozen=True, slots=True)
+class KickoutPlan:
+    calls: tuple[zim.KickoutCall, ...]
+    reason_truncated: bool
+
+
+def plan(request: KickoutRequest) -> KickoutPlan:
+    """Calls of at most 50 users each; the reason cut to ZEGO's 32 bytes at a character boundary."""
+    reason = zim.truncate_utf8(request.reason) if request.reason else None
+    calls = tuple(
+        zim.KickoutCall(room_id=request.room_id, user_ids=users, reason=reason, operator_id=request.operator_id)
+        for users in zim.chunk(request.user_ids)
+    )
+    return KickoutPlan(calls=calls, reason_truncated=reason != request.reason)
+
+
+class CallReport(BaseModel):
+    """What ZEGO answered to one call of at most 50 users."""
+
+    user_ids: list[str]
+    code: int
+    message: str
+    request_id: str
+    outcome: zim.CodeClass
+
+
+class KickoutResult(BaseModel):
+    """The answer to a kickout: the API's 200 body and a direct invoke's return value."""
+
+    room_id: str
+    kicked_user_ids: list[str]
+    absent_user_ids: list[str] = Field(description="Users ZEGO reports as not in the room (or the room is gone).")
+    request_ids: list[str] = Field(description="ZEGO's RequestId of each call, for support tickets.")
+    reason_truncated: bool = Field(description="True when the reason was cut to ZEGO's 32 UTF-8 bytes.")
+    calls: list[CallReport]
+
+    @classmethod
+    def from_calls(cls, room_id: str, calls: list[CallReport], *, reason_truncated: bool) -> KickoutResult:
+        return cls(
+            room_id=room_id,
+            kicked_user_ids=[user for call in calls if call.outcome is zim.CodeClass.DONE for user in call.user_ids],
+            absent_user_ids=[
+                user for call in calls if call.outcome is zim.CodeClass.NOTHING_TO_DO for user in call.user_ids
+            ],
+            request_ids=[call.request_id for call in calls],
+            reason_truncated=reason_truncated,
+            calls=calls,
+        )
+
+
+# --- failures -------------------------------------------------------------------------------------------------
+
+
+class KickoutError(Exception):
+    """Base of every failure the entry points map to a response, a parked message or a retry."""
+
+
+class ZegoRefused(KickoutError):
+    """ZEGO refused for good (the return-code table's 'permanent'): retrying cannot help."""
+
+    def __init__(self, detail: str, reply: zim.Reply) -> None:
+        super().__init__(f"{detail} (ZEGO Code {reply.code}: {reply.message})")
+        self.detail = detail
+        self.reply = reply
+
+
+class ZegoUnavailable(KickoutError):
+    """Still failing after the retries the remaining time allowed; a later attempt may succeed."""
+
+    def __init__(
+        self, detail: str, *, reply: zim.Reply | None = None, timed_out: bool = False, rate_limited: bool = False
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.reply = reply
+        self.timed_out = timed_out
+        self.rate_limited = rate_limited
+
+
+class SecretUnavailable(KickoutError):
+    """The ServerSecret could not be read; nothing can be signed."""
+
+
+# --- ports ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    status: int
+    body: bytes
+
+
+class TransportFailure(Exception):
+    """The request may or may not have reached ZEGO: a timeout or a broken connection."""
+
+    def __init__(self, detail: str, *, timed_out: bool) -> None:
+        super().__init__(detail)
+        self.timed_out = timed_out
+
+
+Send = Callable[[str, float], HttpReply]
+"""send(url, timeout_seconds) -> HttpReply; raises TransportFailure."""
+ReadSecret = Callable[[bool], str]
+"""read_secret(force_fetch) -> ServerSecret; raises SecretUnavailable."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    detail: str
+    reply: zim.Reply | None = None
+    timed_out: bool = False
+    rate_limited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 4
+    base_delay: float = 0.2
+    max_delay: float = 2.0
+    request_timeout: float = 5.0
+    safety_margin: float = 1.5
+    """Seconds kept free before the Lambda deadline, to report, park a message and flush metrics."""
+    min_request_time: float = 0.5
+
+
+@dataclass(slots=True)
+class ZimClient:
+    """Sends one KickoutRoomUser call, applying the retry policy of the return-code table."""
+
+    endpoint: str
+    app_id: int
+    read_secret: ReadSecret
+    send: Send
+    remaining_seconds: Callable[[], float]
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    now: Callable[[], float] = time.time
+    new_nonce: Callable[[], str] = lambda: secrets.token_hex(8)
+    sleep: Callable[[float], None] = time.sleep
+    jitter: Callable[[], float] = random.random
+
+    def kick(self, call: zim.KickoutCall) -> zim.Reply:
+        resigned = secret_reread = False
+        attempts = 0
+        while True:
+            attempts += 1
+            time_left = self.remaining_seconds() - self.policy.safety_margin
+            if time_left < self.policy.min_request_time:
+                raise ZegoUnavailable("no time left in this invocation to call ZEGO", timed_out=True)
+            outcome = self._attempt(
+                call, timeout=min(self.policy.request_timeout, time_left), force_secret=secret_reread
+            )
+            if isinstance(outcome, zim.Reply):
+                match outcome.code_class:
+                    case zim.CodeClass.DONE | zim.CodeClass.NOTHING_TO_DO:
+                        return outcome
+                    case zim.CodeClass.PERMANENT:
+                        raise ZegoRefused("ZEGO refused the kickout", outcome)
+                    case zim.CodeClass.RESIGN if not resigned:
+                        resigned = True
+                        continue
+                    case zim.CodeClass.RESIGN:
+                        # A fresh signature expired again: the clock is off by over 10 minutes. Retrying here cannot
+                        # help; hand it back as transient so a later delivery (maybe elsewhere) tries again.
+                        raise ZegoUnavailable(
+                            "ZEGO says a fresh signature expired: this machine's clock is off by over 10 minutes",
+                            reply=outcome,
+                        )
+                    case zim.CodeClass.REREAD_SECRET if not secret_reread:
+                        # The secret may have been rotated since it was cached: read it again, once.
+                        secret_reread = True
+                        continue
+                    case zim.CodeClass.REREAD_SECRET:
+                        raise ZegoRefused("ZEGO rejects the signature: the ServerSecret or the AppId is wrong", outcome)
+                outcome = _Failure(
+                    f"ZEGO answered Code {outcome.code}",
+                    reply=outcome,
+                    rate_limited=outcome.code_class is zim.CodeClass.RATE_LIMITED,
+                )
+
+            # Transient, rate limited or a transport failure. Kicking is idempotent (a user kicked twice is simply
+            # not in the room the second time), so retrying a call that may already have reached ZEGO is safe.
+            delay = self._backoff(attempts)
+            if attempts >= self.policy.max_attempts or delay + self.policy.min_request_time > time_left:
+                raise ZegoUnavailable(
+                    f"{outcome.detail}; gave up after {attempts} attempts",
+                    reply=outcome.reply,
+                    timed_out=outcome.timed_out,
+                    rate_limited=outcome.rate_limited,
+                )
+            self.sleep(delay)
+
+    def _attempt(self, call: zim.KickoutCall, *, timeout: float, force_secret: bool) -> zim.Reply | _Failure:
+        # Every attempt is a new signed request: fresh nonce, fresh timestamp.
+        url = zim.kickout_url(
+            self.endpoint,
+            call,
+            app_id=self.app_id,
+            server_secret=self.read_secret(force_secret),
+            nonce=self.new_nonce(),
+            timestamp=int(self.now()),
+        )
+        try:
+            http = self.send(url, timeout)
+        except TransportFailure as failure:
+            return _Failure(str(failure), timed_out=failure.timed_out)
+        if http.status != 200:
+            return _Failure(f"ZEGO answered HTTP {http.status}", rate_limited=http.status == 429)
+        try:
+            return zim.parse_reply(http.body)
+        except zim.MalformedReply as error:
+            return _Failure(str(error))
+
+    def _backoff(self, attempts: int) -> float:
+        """Full jitter (AWS Architecture Blog, 'Exponential Backoff And Jitter')."""
+        ceiling: float = min(self.policy.max_delay, self.policy.base_delay * 2 ** (attempts - 1))
+        return self.jitter() * ceiling
+
+
+def kick(request: KickoutRequest, client: ZimClient) -> KickoutResult:
+    """Carry out the plan, one call at a time; the first call that fails for good stops the rest."""
+    kickout_plan = plan(request)
+    reports = []
+    for call in kickout_plan.calls:
+        reply = client.kick(call)
+        reports.append(
+            CallReport(
+                user_ids=list(call.user_ids),
+                code=reply.code,
+                message=reply.message,
+                request_id=reply.request_id,
+                outcome=reply.code_class,
+            )
+        )
+    return KickoutResult.from_calls(request.room_id, reports, reason_truncated=kickout_plan.reason_truncated)
