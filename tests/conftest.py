@@ -1,0 +1,75 @@
+"""Shared fixtures: a sandbox per test (ZIM stand-in on loopback, moto Secrets Manager and SQS), the real
+handler, a fresh Lambda context, and the output the function printed (logs and EMF metrics)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.metrics.provider.cold_start import reset_cold_start_flag
+
+from kickout_dev.sandbox import LambdaContext, Sandbox, sandbox
+
+
+class Printed:
+    """Everything the function wrote: Powertools logs and EMF metric blobs, one JSON document a line."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+
+    @property
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.text.splitlines() if line.startswith("{")]
+
+    @property
+    def logs(self) -> list[dict[str, Any]]:
+        return [line for line in self.lines if "_aws" not in line]
+
+    def metric(self, name: str) -> float:
+        """The sum of every value emitted for metric `name` (0 when never emitted)."""
+        total = 0.0
+        for line in self.lines:
+            if "_aws" in line and name in line:
+                values = line[name]
+                total += sum(values) if isinstance(values, list) else values
+        return total
+
+
+@pytest.fixture
+def box() -> Iterator[Sandbox]:
+    with sandbox() as running:
+        yield running
+
+
+@pytest.fixture
+def printed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Printed]:
+    from handler.observability import logger, metrics
+
+    capture = Printed()
+    monkeypatch.setattr("sys.stdout", capture.stream)
+    logger.registered_handler.setStream(capture.stream)  # type: ignore[attr-defined]
+    metrics.clear_metrics()
+    reset_cold_start_flag()
+    yield capture
+    metrics.clear_metrics()
+
+
+Invoke = Callable[[Any], Any]
+
+
+@pytest.fixture
+def invoke(box: Sandbox, printed: Printed) -> Invoke:
+    """Call the real Lambda handler as the runtime would, with a fresh context of 20 s."""
+    from handler.app import lambda_handler
+
+    def call(event: Any, *, timeout_seconds: float = 20.0) -> Any:
+        return lambda_handler(event, LambdaContext(timeout_seconds=timeout_seconds))
+
+    return call

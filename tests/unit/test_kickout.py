@@ -1,0 +1,337 @@
+"""The kickout core on plain values: what a valid request is, how it becomes ZEGO calls, and the retry policy."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from handler import zim
+from handler.kickout import (
+    MAX_USERS_PER_REQUEST,
+    HttpReply,
+    KickoutRequest,
+    RetryPolicy,
+    TransportFailure,
+    ZegoRefused,
+    ZegoUnavailable,
+    ZimClient,
+    describe_invalid,
+    kick,
+    plan,
+)
+from kickout_dev.zim_server import parse_query
+
+GOOD = {"room_id": "lobby-7", "user_ids": ["u1"]}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        GOOD,
+        {**GOOD, "reason": "spam", "operator_id": "mod"},
+        {**GOOD, "reason": ""},
+        {**GOOD, "reason": None, "operator_id": None},
+        {"room_id": "a&UserId[]=admin", "user_ids": ["x" * 32, "!#$%&()+-:;<=.>?@[]^_{}|~, "]},
+        {**GOOD, "user_ids": [f"u{index}" for index in range(MAX_USERS_PER_REQUEST)]},
+        {**GOOD, "reason": "理由" * 500},
+    ],
+)
+def test_valid_payloads_are_accepted(payload: dict[str, Any]) -> None:
+    KickoutRequest.model_validate(payload)
+    KickoutRequest.model_validate_json(json.dumps(payload))
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"user_ids": ["u1"]}, "room_id"),
+        ({**GOOD, "room_id": ""}, "room_id"),
+        ({**GOOD, "room_id": "r" * 33}, "room_id"),
+        ({**GOOD, "room_id": "lobby/7"}, "room_id"),
+        ({**GOOD, "room_id": "lobby\n7"}, "room_id"),
+        ({**GOOD, "room_id": "lobby-ü"}, "room_id"),
+        ({**GOOD, "room_id": "lobby\u00a07"}, "room_id"),
+        ({**GOOD, "room_id": 7}, "room_id"),
+        ({**GOOD, "room_id": None}, "room_id"),
+        ({"room_id": "r"}, "user_ids"),
+        ({**GOOD, "user_ids": []}, "user_ids"),
+        ({**GOOD, "user_ids": "u1"}, "user_ids"),
+        ({**GOOD, "user_ids": [""]}, "user_ids.0"),
+        ({**GOOD, "user_ids": ["ok", 5]}, "user_ids.1"),
+        ({**GOOD, "user_ids": ["ok", "用户"]}, "user_ids.1"),
+        ({**GOOD, "user_ids": ["u" * 33]}, "user_ids.0"),
+        ({**GOOD, "user_ids": [f"u{index}" for index in range(MAX_USERS_PER_REQUEST + 1)]}, "user_ids"),
+        ({**GOOD, "reason": 42}, "reason"),
+        ({**GOOD, "reason": "r" * 1025}, "reason"),
+        ({**GOOD, "operator_id": ""}, "operator_id"),
+        ({**GOOD, "operator_id": "mod/1"}, "operator_id"),
+        ({**GOOD, "userIds": ["u2"]}, "userIds"),
+    ],
+)
+def test_invalid_payloads_are_refused_naming_the_field(payload: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        KickoutRequest.model_validate_json(json.dumps(payload))
+    assert field in describe_invalid(refused.value)
+
+
+def test_refusal_never_repeats_the_input() -> None:
+    hostile = "a/b<img src=x onerror=1>"
+    with pytest.raises(ValidationError) as refused:
+        KickoutRequest.model_validate({**GOOD, "room_id": hostile, "user_ids": ["x" * 5000]})
+    described = describe_invalid(refused.value)
+    assert "room_id: must be 1 to 32 characters: ASCII letters, digits, space and" in described
+    assert "user_ids.0: String should have at most 32 characters" in described
+    assert "img" not in described
+    assert "xxx" not in described
+
+
+def test_duplicate_users_are_dropped_keeping_first_order() -> None:
+    request = KickoutRequest.model_validate({**GOOD, "user_ids": ["b", "a", "b", "c", "a"]})
+    assert request.user_ids == ["b", "a", "c"]
+
+
+def test_more_than_50_users_become_calls_of_at_most_50() -> None:
+    request = KickoutRequest.model_validate({**GOOD, "user_ids": [f"u{index}" for index in range(120)]})
+    calls = plan(request).calls
+    assert [len(call.user_ids) for call in calls] == [50, 50, 20]
+    assert [user for call in calls for user in call.user_ids] == request.user_ids
+
+
+def test_a_long_reason_is_cut_and_said_so() -> None:
+    kickout_plan = plan(KickoutRequest.model_validate({**GOOD, "reason": "é" * 20}))
+    assert kickout_plan.calls[0].reason == "é" * 16
+    assert kickout_plan.reason_truncated
+
+
+def test_a_short_reason_is_sent_whole() -> None:
+    kickout_plan = plan(KickoutRequest.model_validate({**GOOD, "reason": "spam", "operator_id": "mod"}))
+    assert kickout_plan.calls[0] == zim.KickoutCall("lobby-7", ("u1",), reason="spam", operator_id="mod")
+    assert not kickout_plan.reason_truncated
+
+
+# --- the retry policy, with ZEGO's answers scripted --------------------------------------------------------
+
+
+def zego(code: int) -> HttpReply:
+    return HttpReply(200, json.dumps({"Code": code, "Message": f"code {code}", "RequestId": f"rid-{code}"}).encode())
+
+
+@dataclass
+class ScriptedZego:
+    """Answers each request with the next scripted answer, and keeps what it was sent."""
+
+    answers: list[HttpReply | TransportFailure]
+    urls: list[str] = field(default_factory=list)
+    timeouts: list[float] = field(default_factory=list)
+
+    def __call__(self, url: str, timeout: float) -> HttpReply:
+        self.urls.append(url)
+        self.timeouts.append(timeout)
+        answer = self.answers[min(len(self.urls), len(self.answers)) - 1]
+        if isinstance(answer, TransportFailure):
+            raise answer
+        return answer
+
+    @property
+    def params(self) -> list[dict[str, list[str]]]:
+        return [parse_query(url.partition("?")[2]) for url in self.urls]
+
+
+@dataclass
+class Clock:
+    now: float = 1_700_000_000.0
+    deadline: float = 1_700_000_020.0
+    slept: list[float] = field(default_factory=list)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def remaining(self) -> float:
+        return self.deadline - self.now
+
+
+def client_for(
+    zego_answers: ScriptedZego, clock: Clock, secrets: Iterator[str] | None = None
+) -> tuple[ZimClient, list[bool]]:
+    forced: list[bool] = []
+    secret_values = secrets or itertools.repeat("secret-1")
+
+    def read_secret(force_fetch: bool) -> str:
+        forced.append(force_fetch)
+        return next(secret_values)
+
+    nonces = (f"{index:016x}" for index in itertools.count(1))
+    client = ZimClient(
+        endpoint="https://zim-api.zego.im/",
+        app_id=12345,
+        read_secret=read_secret,
+        send=zego_answers,
+        remaining_seconds=clock.remaining,
+        now=lambda: clock.now,
+        new_nonce=lambda: next(nonces),
+        sleep=clock.sleep,
+        jitter=lambda: 1.0,
+    )
+    return client, forced
+
+
+CALL = zim.KickoutCall("lobby-7", ("u1",))
+
+
+@pytest.mark.parametrize("code", [0, 660300001, 660300002])
+def test_done_and_nothing_to_do_end_at_the_first_answer(code: int) -> None:
+    zego_answers, clock = ScriptedZego([zego(code)]), Clock()
+    client, _ = client_for(zego_answers, clock)
+    assert client.kick(CALL).code == code
+    assert len(zego_answers.urls) == 1
+
+
+@pytest.mark.parametrize("code", [2, 3, 100000001, 660000011, 660000012, 660500002, 123456])
+def test_permanent_refusals_are_never_retried(code: int) -> None:
+    zego_answers, clock = ScriptedZego([zego(code), zego(0)]), Clock()
+    client, _ = client_for(zego_answers, clock)
+    with pytest.raises(ZegoRefused) as refused:
+        client.kick(CALL)
+    assert refused.value.reply.code == code
+    assert len(zego_answers.urls) == 1
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        zego(1),
+        zego(7),
+        zego(660300005),
+        zego(660000001),
+        zego(100000010),
+        HttpReply(500, b"oops"),
+        HttpReply(503, b""),
+        HttpReply(200, b"<html>"),
+        TransportFailure("reset", timed_out=False),
+        TransportFailure("slow", timed_out=True),
+    ],
+)
+def test_transient_failures_are_retried_with_a_fresh_signature(failure: HttpReply | TransportFailure) -> None:
+    zego_answers, clock = ScriptedZego([failure, failure, zego(0)]), Clock()
+    client, _ = client_for(zego_answers, clock)
+    assert client.kick(CALL).code == 0
+    params = zego_answers.params
+    assert len(params) == 3
+    assert len({p["SignatureNonce"][0] for p in params}) == 3
+    assert len({p["Signature"][0] for p in params}) == 3
+    assert [int(p["Timestamp"][0]) for p in params] == sorted(int(p["Timestamp"][0]) for p in params)
+    assert clock.slept == [0.2, 0.4]  # exponential; jitter pinned to its ceiling here
+
+
+def test_backoff_is_jittered_below_its_ceiling() -> None:
+    zego_answers, clock = ScriptedZego([zego(1), zego(1), zego(0)]), Clock()
+    client, _ = client_for(zego_answers, clock)
+    client.jitter = lambda: 0.25
+    client.kick(CALL)
+    assert clock.slept == [0.05, 0.1]
+
+
+def test_transient_failures_give_up_after_the_attempt_limit() -> None:
+    zego_answers, clock = ScriptedZego([zego(1)]), Clock()
+    client, _ = client_for(zego_answers, clock)
+    with pytest.raises(ZegoUnavailable) as unavailable:
+        client.kick(CALL)
+    assert len(zego_answers.urls) == RetryPolicy().max_attempts
+    assert unavailable.value.reply is not None
+    assert unavailable.value.reply.code == 1
+    assert not unavailable.value.rate_limited
+
+
+def test_rate_limited_failures_say_so() -> None:
+    client, _ = client_for(ScriptedZego([zego(660300006)]), Clock())
+    with pytest.raises(ZegoUnavailable) as unavailable:
+        client.kick(CALL)
+    assert unavailable.value.rate_limited
+
+
+def test_http_429_counts_as_rate_limited() -> None:
+    client, _ = client_for(ScriptedZego([HttpReply(429, b"")]), Clock())
+    with pytest.raises(ZegoUnavailable) as unavailable:
+        client.kick(CALL)
+    assert unavailable.value.rate_limited
+
+
+def test_timeouts_say_so() -> None:
+    client, _ = client_for(ScriptedZego([TransportFailure("slow", timed_out=True)]), Clock())
+    with pytest.raises(ZegoUnavailable) as unavailable:
+        client.kick(CALL)
+    assert unavailable.value.timed_out
+
+
+def test_retries_stop_before_the_lambda_deadline() -> None:
+    # GIVEN 2.5 s left, 1.5 s of which are kept as the safety margin
+    zego_answers, clock = ScriptedZego([zego(1)]), Clock(deadline=1_700_000_002.5)
+    client, _ = client_for(zego_answers, clock)
+    client.jitter = lambda: 1.0
+    with pytest.raises(ZegoUnavailable):
+        client.kick(CALL)
+    # THEN no request is given more time than is left, and no sleep runs past the margin
+    assert all(timeout <= 1.0 for timeout in zego_answers.timeouts)
+    assert clock.remaining() >= RetryPolicy().safety_margin
+
+
+def test_no_request_is_sent_without_time_to_wait_for_it() -> None:
+    zego_answers, clock = ScriptedZego([zego(0)]), Clock(deadline=1_700_000_001.0)
+    client, _ = client_for(zego_answers, clock)
+    with pytest.raises(ZegoUnavailable) as unavailable:
+        client.kick(CALL)
+    assert unavailable.value.timed_out
+    assert zego_answers.urls == []
+
+
+def test_an_expired_signature_is_signed_again_once_at_once() -> None:
+    zego_answers, clock = ScriptedZego([zego(100000004), zego(0)]), Clock()
+    client, _ = client_for(zego_answers, clock)
+    assert client.kick(CALL).code == 0
+    assert clock.slept == []
+    first, second = zego_answers.params
+    assert first["SignatureNonce"] != second["SignatureNonce"]
+
+
+def test_an_expired_signature_twice_means_a_wrong_clock_and_is_transient() -> None:
+    zego_answers, clock = ScriptedZego([zego(100000004)]), Clock()
+    client, _ = client_for(zego_answers, clock)
+    with pytest.raises(ZegoUnavailable, match="clock"):
+        client.kick(CALL)
+    assert len(zego_answers.urls) == 2
+
+
+def test_an_invalid_signature_rereads_the_secret_once() -> None:
+    # GIVEN the secret was rotated: the cached value is stale, a fresh read gives the new one
+    zego_answers, clock = ScriptedZego([zego(100000005), zego(0)]), Clock()
+    client, forced = client_for(zego_answers, clock, secrets=iter(["stale", "rotated"]))
+    assert client.kick(CALL).code == 0
+    assert forced == [False, True]
+    first, second = zego_answers.params
+    assert second["Signature"] == [zim.sign(12345, second["SignatureNonce"][0], "rotated", int(second["Timestamp"][0]))]
+    assert first["Signature"] != second["Signature"]
+
+
+def test_an_invalid_signature_after_a_fresh_read_is_permanent_and_says_why() -> None:
+    zego_answers, clock = ScriptedZego([zego(100000005)]), Clock()
+    client, forced = client_for(zego_answers, clock)
+    with pytest.raises(ZegoRefused, match="ServerSecret or the AppId is wrong"):
+        client.kick(CALL)
+    assert forced == [False, True]
+
+
+def test_a_plan_of_several_calls_reports_each() -> None:
+    zego_answers = ScriptedZego([zego(0), zego(660300002), zego(0)])
+    client, _ = client_for(zego_answers, Clock())
+    request = KickoutRequest.model_validate({**GOOD, "user_ids": [f"u{index}" for index in range(101)]})
+    result = kick(request, client)
+    assert result.kicked_user_ids == [f"u{index}" for index in range(50)] + ["u100"]
+    assert result.absent_user_ids == [f"u{index}" for index in range(50, 100)]
+    assert result.request_ids == ["rid-0", "rid-660300002", "rid-0"]
