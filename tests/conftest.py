@@ -56,7 +56,7 @@ def printed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Printed]:
     monkeypatch.setattr("sys.stdout", capture.stream)
     logger.registered_handler.setStream(capture.stream)  # type: ignore[attr-defined]
     metrics.clear_metrics()
-    reset_cold_start_flag()
+    reset_cold_start_flag()  # type: ignore[no-untyped-call]
     yield capture
     metrics.clear_metrics()
 
