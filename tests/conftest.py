@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
-from typing import Any
+import os
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import pytest
 from aws_lambda_powertools.metrics.provider.cold_start import reset_cold_start_flag
 
 from kickout_dev.sandbox import LambdaContext, Sandbox, sandbox
+
+# Powertools reads these when Logger, Tracer and Metrics are built, at the handler's import: before any test.
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "kickout")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Kickout")
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
 
 class Printed:
@@ -61,7 +67,8 @@ def printed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Printed]:
     metrics.clear_metrics()
 
 
-Invoke = Callable[[Any], Any]
+class Invoke(Protocol):
+    def __call__(self, event: Any, *, timeout_seconds: float = 20.0) -> Any: ...
 
 
 @pytest.fixture

@@ -10,13 +10,14 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from handler import zim
+from handler.pacing import Pacer
 
 MAX_USERS_PER_REQUEST: Final = 500
 """Ten ZEGO calls at most: at the fleet's share of ZEGO's 20 requests/s that still fits one invocation."""
@@ -113,6 +114,16 @@ class KickoutResult(BaseModel):
             calls=calls,
         )
 
+    def for_users(self, user_ids: Sequence[str]) -> KickoutResult:
+        """The part of a merged kickout that concerns `user_ids` (one message of a coalesced batch)."""
+        wanted = set(user_ids)
+        calls = [
+            call.model_copy(update={"user_ids": [user for user in call.user_ids if user in wanted]})
+            for call in self.calls
+            if wanted.intersection(call.user_ids)
+        ]
+        return KickoutResult.from_calls(self.room_id, calls, reason_truncated=self.reason_truncated)
+
 
 # --- failures -------------------------------------------------------------------------------------------------
 
@@ -178,6 +189,13 @@ class _Failure:
     rate_limited: bool = False
 
 
+@dataclass(slots=True)
+class _RetryState:
+    attempts: int = 0
+    resigned: bool = False
+    secret_reread: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     max_attempts: int = 4
@@ -203,65 +221,85 @@ class ZimClient:
     new_nonce: Callable[[], str] = lambda: secrets.token_hex(8)
     sleep: Callable[[float], None] = time.sleep
     jitter: Callable[[], float] = random.random
+    pacer: Pacer | None = None
+    """Spaces this environment's calls (the queue path); None sends at once (the API path)."""
 
     def kick(self, call: zim.KickoutCall) -> zim.Reply:
-        resigned = secret_reread = False
-        attempts = 0
+        state = _RetryState()
         while True:
-            attempts += 1
-            time_left = self.remaining_seconds() - self.policy.safety_margin
-            if time_left < self.policy.min_request_time:
-                raise ZegoUnavailable("no time left in this invocation to call ZEGO", timed_out=True)
-            outcome = self._attempt(
-                call, timeout=min(self.policy.request_timeout, time_left), force_secret=secret_reread
-            )
+            state.attempts += 1
+            # The secret first: a missing secret must not spend a pacing slot.
+            server_secret = self.read_secret(state.secret_reread)
+            outcome = self._attempt(call, server_secret, timeout=self._wait_for_turn())
             if isinstance(outcome, zim.Reply):
-                match outcome.code_class:
-                    case zim.CodeClass.DONE | zim.CodeClass.NOTHING_TO_DO:
-                        return outcome
-                    case zim.CodeClass.PERMANENT:
-                        raise ZegoRefused("ZEGO refused the kickout", outcome)
-                    case zim.CodeClass.RESIGN if not resigned:
-                        resigned = True
-                        continue
-                    case zim.CodeClass.RESIGN:
-                        # A fresh signature expired again: the clock is off by over 10 minutes. Retrying here cannot
-                        # help; hand it back as transient so a later delivery (maybe elsewhere) tries again.
-                        raise ZegoUnavailable(
-                            "ZEGO says a fresh signature expired: this machine's clock is off by over 10 minutes",
-                            reply=outcome,
-                        )
-                    case zim.CodeClass.REREAD_SECRET if not secret_reread:
-                        # The secret may have been rotated since it was cached: read it again, once.
-                        secret_reread = True
-                        continue
-                    case zim.CodeClass.REREAD_SECRET:
-                        raise ZegoRefused("ZEGO rejects the signature: the ServerSecret or the AppId is wrong", outcome)
-                outcome = _Failure(
-                    f"ZEGO answered Code {outcome.code}",
-                    reply=outcome,
-                    rate_limited=outcome.code_class is zim.CodeClass.RATE_LIMITED,
-                )
+                self._adjust_pace(outcome)
+                judged = self._judge(outcome, state)
+                if judged is None:
+                    continue  # re-sign or re-read the secret, and go again at once
+                if isinstance(judged, zim.Reply):
+                    return judged
+                outcome = judged
 
             # Transient, rate limited or a transport failure. Kicking is idempotent (a user kicked twice is simply
             # not in the room the second time), so retrying a call that may already have reached ZEGO is safe.
-            delay = self._backoff(attempts)
-            if attempts >= self.policy.max_attempts or delay + self.policy.min_request_time > time_left:
+            delay = self._backoff(state.attempts)
+            time_left = self.remaining_seconds() - self.policy.safety_margin
+            if state.attempts >= self.policy.max_attempts or delay + self.policy.min_request_time > time_left:
                 raise ZegoUnavailable(
-                    f"{outcome.detail}; gave up after {attempts} attempts",
+                    f"{outcome.detail}; gave up after {state.attempts} attempts",
                     reply=outcome.reply,
                     timed_out=outcome.timed_out,
                     rate_limited=outcome.rate_limited,
                 )
             self.sleep(delay)
 
-    def _attempt(self, call: zim.KickoutCall, *, timeout: float, force_secret: bool) -> zim.Reply | _Failure:
+    def _wait_for_turn(self) -> float:
+        """Wait for a pacing slot; the time the request may then take, within the invocation's deadline."""
+        time_left = self.remaining_seconds() - self.policy.safety_margin
+        if time_left < self.policy.min_request_time:
+            raise ZegoUnavailable("no time left in this invocation to call ZEGO", timed_out=True)
+        if self.pacer is not None:
+            if not self.pacer.acquire(max_wait=time_left - self.policy.min_request_time):
+                raise ZegoUnavailable("no slot in this environment's share of ZEGO's rate limit", rate_limited=True)
+            time_left = self.remaining_seconds() - self.policy.safety_margin
+        return min(self.policy.request_timeout, time_left)
+
+    @staticmethod
+    def _judge(reply: zim.Reply, state: _RetryState) -> zim.Reply | _Failure | None:
+        """The reply if final, a failure to back off from, or None to go again at once; raises when hopeless."""
+        match reply.code_class:
+            case zim.CodeClass.DONE | zim.CodeClass.NOTHING_TO_DO:
+                return reply
+            case zim.CodeClass.PERMANENT:
+                raise ZegoRefused("ZEGO refused the kickout", reply)
+            case zim.CodeClass.RESIGN if not state.resigned:
+                state.resigned = True
+                return None
+            case zim.CodeClass.RESIGN:
+                # A fresh signature expired again: the clock is off by over 10 minutes. Retrying here cannot help;
+                # hand it back as transient so a later delivery (maybe on another machine) tries again.
+                raise ZegoUnavailable(
+                    "ZEGO says a fresh signature expired: this machine's clock is off by over 10 minutes", reply=reply
+                )
+            case zim.CodeClass.REREAD_SECRET if not state.secret_reread:
+                # The secret may have been rotated since it was cached: read it again, once.
+                state.secret_reread = True
+                return None
+            case zim.CodeClass.REREAD_SECRET:
+                raise ZegoRefused("ZEGO rejects the signature: the ServerSecret or the AppId is wrong", reply)
+        return _Failure(
+            f"ZEGO answered Code {reply.code}",
+            reply=reply,
+            rate_limited=reply.code_class is zim.CodeClass.RATE_LIMITED,
+        )
+
+    def _attempt(self, call: zim.KickoutCall, server_secret: str, *, timeout: float) -> zim.Reply | _Failure:
         # Every attempt is a new signed request: fresh nonce, fresh timestamp.
         url = zim.kickout_url(
             self.endpoint,
             call,
             app_id=self.app_id,
-            server_secret=self.read_secret(force_secret),
+            server_secret=server_secret,
             nonce=self.new_nonce(),
             timestamp=int(self.now()),
         )
@@ -275,6 +313,14 @@ class ZimClient:
             return zim.parse_reply(http.body)
         except zim.MalformedReply as error:
             return _Failure(str(error))
+
+    def _adjust_pace(self, reply: zim.Reply) -> None:
+        if self.pacer is None:
+            return
+        if reply.code_class is zim.CodeClass.RATE_LIMITED:
+            self.pacer.slow_down()
+        elif reply.code_class in (zim.CodeClass.DONE, zim.CodeClass.NOTHING_TO_DO):
+            self.pacer.speed_up()
 
     def _backoff(self, attempts: int) -> float:
         """Full jitter (AWS Architecture Blog, 'Exponential Backoff And Jitter')."""
@@ -298,3 +344,37 @@ def kick(request: KickoutRequest, client: ZimClient) -> KickoutResult:
             )
         )
     return KickoutResult.from_calls(request.room_id, reports, reason_truncated=kickout_plan.reason_truncated)
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Requests that can share ZEGO calls: same room, reason and operator, and together at most 50 users."""
+
+    request: KickoutRequest
+    """The merged request: the members' users, each once, in order."""
+    members: tuple[tuple[str, KickoutRequest], ...]
+
+
+def coalesce(requests: Sequence[tuple[str, KickoutRequest]], max_users: int = zim.MAX_USERS_PER_CALL) -> list[Group]:
+    """Merge keyed requests into as few ZEGO calls as they allow; order within and across groups is kept."""
+    members: list[list[tuple[str, KickoutRequest]]] = []
+    users: list[dict[str, None]] = []
+    open_group: dict[tuple[str, str | None, str | None], int] = {}
+    for key, request in requests:
+        kind = (request.room_id, request.reason, request.operator_id)
+        index = open_group.get(kind)
+        if index is not None and len(users[index].keys() | request.user_ids) <= max_users:
+            members[index].append((key, request))
+            users[index].update(dict.fromkeys(request.user_ids))
+            continue
+        if len(request.user_ids) <= max_users:
+            open_group[kind] = len(members)
+        members.append([(key, request)])
+        users.append(dict.fromkeys(request.user_ids))
+    return [
+        Group(
+            request=group[0][1] if len(group) == 1 else group[0][1].model_copy(update={"user_ids": list(group_users)}),
+            members=tuple(group),
+        )
+        for group, group_users in zip(members, users, strict=True)
+    ]

@@ -15,5 +15,7 @@ logger = Logger()
 tracer = Tracer(patch_modules=["botocore"])
 metrics = Metrics()
 
-# urllib3 logs request lines, signed query included, at DEBUG; keep them out whatever the log level.
-logging.getLogger("urllib3").setLevel(logging.WARNING)
+# At DEBUG, urllib3 logs request lines (the signed query) and botocore logs response bodies (GetSecretValue's
+# SecretString). Keep both out of the logs whatever level the function or Lambda's log config asks for.
+for library in ("urllib3", "botocore", "boto3"):
+    logging.getLogger(library).setLevel(logging.WARNING)

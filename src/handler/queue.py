@@ -4,23 +4,40 @@
 - invalid payload or a permanent ZEGO refusal: parked in KICKOUT_DLQ_URL with the reason, then acknowledged;
 - anything that may succeed later (ZEGO busy or rate limited, timeouts, the secret unreadable, a DLQ that
   cannot be reached): reported in batchItemFailures, so SQS delivers it again.
+
+A batch is settled before Powertools walks it: messages for the same room, reason and operator are merged
+into one ZEGO call, and the calls of a batch run concurrently on the shared pool, paced to this
+environment's share of ZEGO's rate limit. Powertools then applies each message's outcome.
 """
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 import boto3
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from handler import service, settings
-from handler.kickout import KickoutRequest, ZegoRefused, describe_invalid
-from handler.observability import logger
+from handler import service, settings, transport, zim
+from handler.kickout import (
+    Group,
+    KickoutError,
+    KickoutRequest,
+    KickoutResult,
+    ZegoRefused,
+    coalesce,
+    describe_invalid,
+)
+from handler.observability import logger, metrics
+from handler.pacing import Pacer
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -28,26 +45,99 @@ if TYPE_CHECKING:
 
 # An all-failed batch is returned as such rather than raised: raising would hand back messages already parked.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+_workers = ThreadPoolExecutor(max_workers=transport.POOL_SIZE, thread_name_prefix="kickout")
 
 DETAIL_MAX_CHARACTERS = 1000
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one message: a result, a failure, or the reason its payload is invalid."""
+
+    request: KickoutRequest | None = None
+    result: KickoutResult | None = None
+    error: Exception | None = None
+    invalid: ValidationError | None = None
+
+
 def handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)
+    records = [SQSRecord(raw) for raw in event.get("Records", [])]
+    outcomes = settle(records, lambda: context.get_remaining_time_in_millis() / 1000)
+    return process_partial_response(
+        event=event, record_handler=partial(apply_outcome, outcomes), processor=processor, context=context
+    )
 
 
-def handle_record(record: SQSRecord, lambda_context: LambdaContext) -> None:
-    log_context = {"message_id": record.message_id, "receive_count": record.attributes.approximate_receive_count}
+def settle(records: Sequence[SQSRecord], remaining_seconds: service.RemainingSeconds) -> dict[str, Outcome]:
+    outcomes: dict[str, Outcome] = {}
+    requests: list[tuple[str, KickoutRequest]] = []
+    for record in records:
+        try:
+            requests.append((record.message_id, KickoutRequest.model_validate_json(record.body)))
+        except ValidationError as error:
+            outcomes[record.message_id] = Outcome(invalid=error)
+    groups = coalesce(requests)
+    pacer = _pacer()
+    for settled in _workers.map(lambda group: _settle_group(group, remaining_seconds, pacer), groups):
+        outcomes.update(settled)
+    for key, request in requests:
+        outcomes[key] = replace(outcomes[key], request=request)
+    answered = [outcome.result for outcome in outcomes.values() if outcome.result is not None]
+    users = sum(len(result.kicked_user_ids) + len(result.absent_user_ids) for result in answered)
+    if users:
+        calls = len({request_id for result in answered for request_id in result.request_ids})
+        metrics.add_metric(name="ZegoCallsPerUser", unit=MetricUnit.Count, value=calls / users)
+    return outcomes
+
+
+def _settle_group(group: Group, remaining_seconds: service.RemainingSeconds, pacer: Pacer) -> dict[str, Outcome]:
     try:
-        request = KickoutRequest.model_validate_json(record.body)
-    except ValidationError as error:
-        service.record_failure(error, log_context)
-        park(record, "invalid_payload", describe_invalid(error))
-        return
-    try:
-        service.run(request, lambda: lambda_context.get_remaining_time_in_millis() / 1000, log_context)
+        merged = service.execute(group.request, remaining_seconds, pacer)
     except ZegoRefused as error:
-        park(record, "zego_refused", str(error))
+        if len(group.members) == 1:
+            return {group.members[0][0]: Outcome(error=error)}
+        merged = None  # one member may be the cause: each gets its own call below
+    except (KickoutError, settings.ConfigurationError) as error:
+        # Nothing here is any one message's fault (ZEGO down or busy, the secret unreadable): all try again later.
+        return {key: Outcome(error=error) for key, _ in group.members}
+    if merged is not None and (len(group.members) == 1 or _same_for_everyone(merged)):
+        return {key: Outcome(result=merged.for_users(request.user_ids)) for key, request in group.members}
+    return {key: _settle_alone(request, remaining_seconds, pacer) for key, request in group.members}
+
+
+def _same_for_everyone(result: KickoutResult) -> bool:
+    """A merged answer that holds for each member alike: all kicked, or the room is gone."""
+    return all(call.outcome is zim.CodeClass.DONE for call in result.calls) or all(
+        call.code == zim.ROOM_DOES_NOT_EXIST for call in result.calls
+    )
+
+
+def _settle_alone(request: KickoutRequest, remaining_seconds: service.RemainingSeconds, pacer: Pacer) -> Outcome:
+    try:
+        return Outcome(result=service.execute(request, remaining_seconds, pacer))
+    except (KickoutError, settings.ConfigurationError) as error:
+        return Outcome(error=error)
+
+
+def apply_outcome(outcomes: Mapping[str, Outcome], record: SQSRecord) -> None:
+    """Audit the message, and park it or raise (Powertools reports it failed) as its outcome requires."""
+    outcome = outcomes[record.message_id]
+    delivery = {"message_id": record.message_id, "receive_count": record.attributes.approximate_receive_count}
+    if outcome.invalid is not None:
+        service.record_failure(outcome.invalid, delivery)
+        park(record, "invalid_payload", describe_invalid(outcome.invalid))
+        return
+    assert outcome.request is not None
+    audit = service.audit_fields(outcome.request, **delivery)
+    if outcome.result is not None:
+        service.record_success(outcome.result, audit)
+        return
+    assert outcome.error is not None
+    service.record_failure(outcome.error, audit)
+    if isinstance(outcome.error, ZegoRefused):
+        park(record, "zego_refused", str(outcome.error))
+        return
+    raise outcome.error
 
 
 def park(record: SQSRecord, reason: str, detail: str) -> None:
@@ -63,10 +153,16 @@ def park(record: SQSRecord, reason: str, detail: str) -> None:
         "SourceMessageId": {"DataType": "String", "StringValue": record.message_id},
     }
     _sqs().send_message(QueueUrl=dlq_url, MessageBody=record.body, MessageAttributes=attributes)
-    logger.warning("message parked", extra={"message_id": record.message_id, "reason": reason, "detail": detail})
+    logger.warning("message parked", extra={"message_id": record.message_id, "reason": reason})
 
 
 @cache
 def _sqs() -> SQSClient:
     # Created on first use: most invocations never park, and a boto3 client costs cold-start time.
     return boto3.client("sqs")
+
+
+@cache
+def _pacer() -> Pacer:
+    """One pacer per execution environment, shared by the batches it runs one after the other."""
+    return Pacer(share=settings.current().queue_rate_per_second)

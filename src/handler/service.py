@@ -1,7 +1,8 @@
 """One kickout, wired to this environment: settings, the cached secret, the shared pool, logs and metrics.
 
-The three entry points (API, queue, direct invoke) all come through `run`, so every kickout is audited and
-counted the same way whichever way it arrived.
+Every entry point comes through here, so every kickout is audited and counted the same way whichever way
+it arrived: `run` for one request (API, direct invoke), `execute` plus `record_*` for the queue, which
+merges messages into fewer calls and audits each message on its own.
 """
 
 from __future__ import annotations
@@ -27,21 +28,44 @@ from handler.kickout import (
     kick,
 )
 from handler.observability import logger, metrics, tracer
+from handler.pacing import Pacer
 from handler.secret import read_server_secret
 
+RemainingSeconds = Callable[[], float]
 
-def run(
-    request: KickoutRequest,
-    remaining_seconds: Callable[[], float],
-    log_context: Mapping[str, object] | None = None,
-) -> KickoutResult:
-    metrics.add_metric(name="KickoutRequests", unit=MetricUnit.Count, value=1)
-    audit = {"room_id": request.room_id, "user_count": len(request.user_ids), **(log_context or {})}
+
+def run(request: KickoutRequest, remaining_seconds: RemainingSeconds) -> KickoutResult:
+    audit = audit_fields(request)
     try:
-        result = kick(request, _client(remaining_seconds))
+        result = execute(request, remaining_seconds)
     except (KickoutError, settings.ConfigurationError) as error:
         record_failure(error, audit)
         raise
+    record_success(result, audit)
+    return result
+
+
+def execute(request: KickoutRequest, remaining_seconds: RemainingSeconds, pacer: Pacer | None = None) -> KickoutResult:
+    """The ZEGO calls of one request, unaudited; raises KickoutError or ConfigurationError."""
+    config = settings.current()
+    client = ZimClient(
+        endpoint=config.endpoint,
+        app_id=config.app_id,
+        read_secret=partial(read_server_secret, config.secret_id),
+        send=_send_traced,
+        remaining_seconds=remaining_seconds,
+        pacer=pacer,
+    )
+    return kick(request, client)
+
+
+def audit_fields(request: KickoutRequest, **context: object) -> dict[str, object]:
+    return {"room_id": request.room_id, "user_count": len(request.user_ids), **context}
+
+
+def record_success(result: KickoutResult, audit: Mapping[str, object]) -> None:
+    """The audit line of a kickout, and its counts."""
+    metrics.add_metric(name="KickoutRequests", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="UsersKicked", unit=MetricUnit.Count, value=len(result.kicked_user_ids))
     if result.absent_user_ids:
         metrics.add_metric(name="UsersAbsent", unit=MetricUnit.Count, value=len(result.absent_user_ids))
@@ -55,18 +79,6 @@ def run(
             "zego_codes": [call.code for call in result.calls],
             "zego_request_ids": result.request_ids,
         },
-    )
-    return result
-
-
-def _client(remaining_seconds: Callable[[], float]) -> ZimClient:
-    config = settings.current()
-    return ZimClient(
-        endpoint=config.endpoint,
-        app_id=config.app_id,
-        read_secret=partial(read_server_secret, config.secret_id),
-        send=_send_traced,
-        remaining_seconds=remaining_seconds,
     )
 
 
@@ -90,6 +102,7 @@ def failure_class(error: Exception) -> str:
 
 def record_failure(error: Exception, audit: Mapping[str, object]) -> None:
     kind = failure_class(error)
+    metrics.add_metric(name="KickoutRequests", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name=f"Failed{kind}", unit=MetricUnit.Count, value=1)
     reply = getattr(error, "reply", None)
     logger.warning(

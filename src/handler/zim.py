@@ -17,6 +17,7 @@ ACTION = "KickoutRoomUser"
 SIGNATURE_VERSION = "2.0"
 MAX_USERS_PER_CALL = 50
 REASON_MAX_BYTES = 32
+ROOM_DOES_NOT_EXIST = 660300001
 
 
 def sign(app_id: int, nonce: str, server_secret: str, timestamp: int) -> str:
@@ -107,7 +108,7 @@ _CODE_CLASSES: dict[int, CodeClass] = {
     660300006: CodeClass.RATE_LIMITED,
     100000004: CodeClass.RESIGN,
     100000005: CodeClass.REREAD_SECRET,
-    660300001: CodeClass.NOTHING_TO_DO,
+    ROOM_DOES_NOT_EXIST: CodeClass.NOTHING_TO_DO,
     660300002: CodeClass.NOTHING_TO_DO,
 }
 
