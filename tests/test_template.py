@@ -228,8 +228,18 @@ def test_api_is_traced_and_throttled_from_parameters(template: Template) -> None
             "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
         }
     ]
-    assert template["Parameters"]["ApiThrottlingRateLimit"]["Default"] == 10
-    assert template["Parameters"]["ApiThrottlingBurstLimit"]["Default"] == 20
+
+
+def test_default_rates_add_up_to_at_most_zegos_20_requests_per_second(template: Template) -> None:
+    # GIVEN the defaults: queue environments x each one's pace, plus what the API stage lets through
+    defaults = {name: parameter.get("Default") for name, parameter in template["Parameters"].items()}
+    queue = defaults["QueueMaximumConcurrency"] * defaults["QueueRatePerEnvironment"]
+    api = max(defaults["ApiThrottlingRateLimit"], defaults["ApiThrottlingBurstLimit"])
+    # THEN the fleet stays within ZEGO's per-AppId limit, and each environment learns its pace from the template
+    assert queue + api <= 20
+    assert function_setting(template, "Environment")["Variables"]["KICKOUT_QUEUE_RATE_PER_SECOND"] == {
+        "Ref": "QueueRatePerEnvironment"
+    }
 
 
 # --- SQS -------------------------------------------------------------------
