@@ -48,8 +48,12 @@ $(SAM_VENV)/.installed:
 	touch $@
 
 # `sam build` without Docker needs python3.13 on PATH: put the interpreter's folder first.
+# LAMBDA_ARCH=x86_64 builds wheels for this machine (to run the artifact here); the default is Lambda's arm64.
+BUILD_DIR ?= .aws-sam/build
+LAMBDA_ARCH ?= arm64
 build: sam
-	PATH="$(dir $(PYTHON)):$$PATH" $(SAM_VENV)/bin/sam build --template-file template.yaml
+	PATH="$(dir $(PYTHON)):$$PATH" LAMBDA_ARCH=$(LAMBDA_ARCH) \
+		$(SAM_VENV)/bin/sam build --template-file template.yaml --build-dir $(BUILD_DIR)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
