@@ -78,7 +78,7 @@ def plan(request: KickoutRequest) -> KickoutPlan:
         zim.KickoutCall(room_id=request.room_id, user_ids=users, reason=reason, operator_id=request.operator_id)
         for users in zim.chunk(request.user_ids)
     )
-    return KickoutPlan(calls=calls, reason_truncated=reason != request.reason)
+    return KickoutPlan(calls=calls, reason_truncated=bool(request.reason) and reason != request.reason)
 
 
 class CallReport(BaseModel):

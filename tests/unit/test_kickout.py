@@ -21,6 +21,7 @@ from handler.kickout import (
     ZegoRefused,
     ZegoUnavailable,
     ZimClient,
+    coalesce,
     describe_invalid,
     kick,
     plan,
@@ -335,3 +336,64 @@ def test_a_plan_of_several_calls_reports_each() -> None:
     assert result.kicked_user_ids == [f"u{index}" for index in range(50)] + ["u100"]
     assert result.absent_user_ids == [f"u{index}" for index in range(50, 100)]
     assert result.request_ids == ["rid-0", "rid-660300002", "rid-0"]
+
+
+def test_an_empty_reason_is_not_sent_and_not_reported_as_cut() -> None:
+    kickout_plan = plan(KickoutRequest.model_validate({**GOOD, "reason": ""}))
+    assert kickout_plan.calls[0].reason is None
+    assert not kickout_plan.reason_truncated
+
+
+# --- coalescing ---------------------------------------------------------------------------------------------
+
+
+def request(room: str, *users: str, reason: str | None = None, operator: str | None = None) -> KickoutRequest:
+    return KickoutRequest(room_id=room, user_ids=list(users), reason=reason, operator_id=operator)
+
+
+def test_messages_for_one_room_reason_and_operator_share_one_call() -> None:
+    requests = [(f"m{index}", request("lobby", f"u{index}", reason="spam")) for index in range(10)]
+    groups = coalesce(requests)
+    assert len(groups) == 1
+    assert groups[0].request.user_ids == [f"u{index}" for index in range(10)]
+    assert [key for key, _ in groups[0].members] == [f"m{index}" for index in range(10)]
+    assert len(plan(groups[0].request).calls) == 1
+
+
+def test_another_room_reason_or_operator_is_another_call() -> None:
+    requests = [
+        ("a", request("lobby", "u1", reason="spam")),
+        ("b", request("other", "u2", reason="spam")),
+        ("c", request("lobby", "u3", reason="abuse")),
+        ("d", request("lobby", "u4", reason="spam", operator="mod")),
+        ("e", request("lobby", "u5", reason="spam")),
+    ]
+    assert [[key for key, _ in group.members] for group in coalesce(requests)] == [["a", "e"], ["b"], ["c"], ["d"]]
+
+
+def test_a_merged_call_never_holds_more_than_50_users() -> None:
+    requests = [(f"m{index}", request("lobby", *(f"u{index}-{n}" for n in range(20)))) for index in range(5)]
+    groups = coalesce(requests)
+    assert [len(group.request.user_ids) for group in groups] == [40, 40, 20]
+    assert all(len(plan(group.request).calls) == 1 for group in groups)
+
+
+def test_a_request_of_over_50_users_stays_alone() -> None:
+    big = request("lobby", *(f"u{n}" for n in range(60)))
+    groups = coalesce([("big", big), ("small", request("lobby", "x"))])
+    assert [[key for key, _ in group.members] for group in groups] == [["big"], ["small"]]
+
+
+def test_users_shared_by_merged_messages_are_sent_once() -> None:
+    groups = coalesce([("a", request("lobby", "u1", "u2")), ("b", request("lobby", "u2", "u3"))])
+    assert groups[0].request.user_ids == ["u1", "u2", "u3"]
+
+
+def test_a_merged_result_is_split_back_per_message() -> None:
+    zego_answers = ScriptedZego([zego(0)])
+    client, _ = client_for(zego_answers, Clock())
+    group = coalesce([("a", request("lobby", "u1", "u2")), ("b", request("lobby", "u3"))])[0]
+    merged = kick(group.request, client)
+    assert merged.for_users(["u1", "u2"]).kicked_user_ids == ["u1", "u2"]
+    assert merged.for_users(["u3"]).kicked_user_ids == ["u3"]
+    assert merged.for_users(["u3"]).request_ids == ["rid-0"]
