@@ -95,6 +95,8 @@ class ZimStandIn:
     refusals: list[tuple[int, str]] = field(default_factory=list)
     """(code, why) for every request refused by the checks: signature, skew, parameters, rate."""
     requests_seen: int = 0
+    max_in_flight: int = 0
+    """The most requests the server was handling at one time (shows whether a client sends concurrently)."""
     faults: deque[Fault] = field(default_factory=deque)
     fault_for: Callable[[dict[str, list[str]]], Fault | None] | None = None
     """Decide a fault per request from its parameters (for streams where order is not known)."""
@@ -102,6 +104,7 @@ class ZimStandIn:
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
         self._nonces: set[str] = set()
+        self._in_flight = 0
         self._recent: deque[float] = deque()
         self._request_ids = iter(range(343649807833778782, 1 << 63))
         self._server: ThreadingHTTPServer | None = None
@@ -161,6 +164,15 @@ class ZimStandIn:
     def _serve(self, request: BaseHTTPRequestHandler) -> None:
         with self._lock:
             self.requests_seen += 1
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            self._serve_one(request)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _serve_one(self, request: BaseHTTPRequestHandler) -> None:
         if self.latency:
             time.sleep(self.latency)
         query = urlsplit(request.path).query

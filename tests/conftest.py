@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -20,15 +21,27 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Kickout")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
 
-class Printed:
-    """Everything the function wrote: Powertools logs and EMF metric blobs, one JSON document a line."""
+class _CurrentStdout(io.TextIOBase):
+    """Writes to whatever sys.stdout is now: pytest swaps it per test phase, Powertools' Logger keeps one stream."""
 
-    def __init__(self) -> None:
-        self.stream = io.StringIO()
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+class Printed:
+    """Everything the function wrote to stdout: Powertools logs and EMF metric blobs, one JSON document a line."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self._capsys = capsys
+        self._seen = ""
 
     @property
     def text(self) -> str:
-        return self.stream.getvalue()
+        self._seen += self._capsys.readouterr().out
+        return self._seen
 
     @property
     def lines(self) -> list[dict[str, Any]]:
@@ -55,12 +68,11 @@ def box() -> Iterator[Sandbox]:
 
 
 @pytest.fixture
-def printed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Printed]:
+def printed(capsys: pytest.CaptureFixture[str]) -> Iterator[Printed]:
     from handler.observability import logger, metrics
 
-    capture = Printed()
-    monkeypatch.setattr("sys.stdout", capture.stream)
-    logger.registered_handler.setStream(capture.stream)  # type: ignore[attr-defined]
+    capture = Printed(capsys)
+    logger.registered_handler.setStream(_CurrentStdout())  # type: ignore[attr-defined]
     metrics.clear_metrics()
     reset_cold_start_flag()  # type: ignore[no-untyped-call]
     yield capture

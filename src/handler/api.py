@@ -87,6 +87,13 @@ def invalid_request(error: RequestValidationError) -> Response[dict[str, Any]]:
     )
 
 
+@app.exception_handler(RecursionError)
+def too_deeply_nested(_: RecursionError) -> Response[dict[str, Any]]:
+    # json.loads gives up on bodies nested thousands deep; that is the body's fault, not a crash.
+    metrics.add_metric(name="FailedInvalid", unit=MetricUnit.Count, value=1)
+    return _error(HTTPStatus.BAD_REQUEST, "invalid_json", "the request body is nested too deeply to be a kickout")
+
+
 @app.exception_handler(NothingToKick)
 def nothing_to_kick(error: NothingToKick) -> Response[dict[str, Any]]:
     last = error.result.calls[-1]
