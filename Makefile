@@ -7,7 +7,7 @@ SAM_CLI_VERSION := 1.170.0
 REGION ?= eu-central-1
 export PYTHONPATH := src:.
 
-.PHONY: demo test lint typecheck template-lint unit install sam build clean
+.PHONY: demo test lint typecheck template-lint unit install sam build clean openapi
 
 demo: install
 	$(VENV)/bin/python -m kickout_dev.demo
@@ -27,6 +27,10 @@ template-lint: install sam
 
 unit: install
 	$(VENV)/bin/python -m pytest
+
+# docs/openapi.json from the routes and models in src/handler/api.py; tests/unit/test_openapi.py fails when it drifts.
+openapi: install
+	$(VENV)/bin/python -m kickout_dev.openapi
 
 install: $(VENV)/.installed
 
