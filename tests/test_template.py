@@ -7,6 +7,8 @@ timings, ZEGO hosts).
 
 from __future__ import annotations
 
+import ast
+import json
 import re
 import shlex
 import tomllib
@@ -20,6 +22,7 @@ from cfnlint.decode import cfn_yaml
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "template.yaml"
 SAMCONFIG_PATH = ROOT / "samconfig.toml"
+HANDLER_SOURCE = ROOT / "src" / "handler"
 LINT_REGIONS = ["eu-central-1", "us-east-1"]
 
 Template = dict[str, Any]
@@ -307,6 +310,253 @@ def test_alarm_fires_when_any_message_is_visible_in_the_dead_letter_queue(templa
     assert alarm["TreatMissingData"] == "notBreaching"
 
 
+# --- metrics, dashboard, alarms --------------------------------------------
+
+
+def code_metric_names() -> set[str]:
+    """Every metric src/handler emits, read from the source so that renaming one fails the tests below.
+
+    Literal `add_metric(name="...")` calls; `name=f"Failed{kind}"` once per string `failure_class` returns;
+    Powertools' ColdStart when a handler asks for it.
+    """
+    names: set[str] = set()
+    for path in sorted(HANDLER_SOURCE.glob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        names.update(re.findall(r'add_metric\(\s*name="(\w+)"', source))
+        for prefix in re.findall(r'add_metric\(\s*name=f"(\w*)\{', source):
+            # The only computed name is one metric per failure class; another would need reading here.
+            assert prefix == "Failed", f"{path.name}: unknown computed metric name {prefix}{{...}}"
+            names.update(f"Failed{kind}" for kind in failure_classes())
+        if "capture_cold_start_metric=True" in source:
+            names.add("ColdStart")
+    return names
+
+
+def failure_classes() -> set[str]:
+    """The strings service.failure_class can return."""
+    tree = ast.parse((HANDLER_SOURCE / "service.py").read_text(encoding="utf-8"))
+    (function,) = (
+        node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "failure_class"
+    )
+    return {
+        node.value.value
+        for node in ast.walk(function)
+        if isinstance(node, ast.Return) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+    }
+
+
+def filled(template: Template, text: str) -> str:
+    """A !Sub string with each ${Name} or ${Resource.Attribute} replaced by <<...>>, after checking it resolves."""
+
+    def placeholder(match: re.Match[str]) -> str:
+        name = match.group(1)
+        resource_name = name.split(".", 1)[0]
+        assert name.startswith("AWS::") or resource_name in template["Resources"] or name in template["Parameters"], (
+            f"${{{name}}} names nothing in the template"
+        )
+        return f"<<{name}>>"
+
+    return re.sub(r"\$\{([^}!]+)\}", placeholder, text)
+
+
+def dashboard(template: Template) -> dict[str, Any]:
+    body = resource(template, "KickoutDashboard", "AWS::CloudWatch::Dashboard")["DashboardBody"]["Fn::Sub"]
+    parsed: dict[str, Any] = json.loads(filled(template, body))
+    return parsed
+
+
+def charted(template: Template) -> list[tuple[str, str, dict[str, str], str | None]]:
+    """(namespace, metric, dimensions, statistic) for every line of every metric widget."""
+    lines = []
+    for widget in dashboard(template)["widgets"]:
+        if widget["type"] != "metric":
+            continue
+        properties = widget["properties"]
+        for row in properties["metrics"]:
+            options = row[-1] if isinstance(row[-1], dict) else {}
+            fields = [value for value in row if isinstance(value, str)]
+            # No "..." shorthand: every line spells out its namespace, name and dimensions.
+            assert "." not in fields[:2], row
+            dimensions = dict(zip(fields[2::2], fields[3::2], strict=True))
+            lines.append((fields[0], fields[1], dimensions, options.get("stat", properties.get("stat"))))
+    return lines
+
+
+def alarms(template: Template) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: found["Properties"]
+        for logical_id, found in template["Resources"].items()
+        if found["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def alarm_metrics(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metrics an alarm reads: its single metric, or each MetricStat of its metric math."""
+    if "MetricName" in alarm:
+        return [{key: alarm[key] for key in ("Namespace", "MetricName", "Dimensions")}]
+    return [query["MetricStat"]["Metric"] for query in alarm["Metrics"] if "MetricStat" in query]
+
+
+def custom_metric_dimensions(template: Template) -> dict[str, str]:
+    """Powertools' EMF dimension on every custom metric: service = POWERTOOLS_SERVICE_NAME."""
+    return {"service": environment(template)["POWERTOOLS_SERVICE_NAME"]}
+
+
+def test_dashboard_body_is_json_once_its_placeholders_are_filled(template: Template) -> None:
+    # GIVEN the dashboard body, with every ${...} naming a parameter, resource or pseudo parameter
+    # WHEN the placeholders are filled
+    body = dashboard(template)
+    # THEN it parses, and no two widgets overlap on the 24-column grid
+    cells: set[tuple[int, int]] = set()
+    for widget in body["widgets"]:
+        assert widget["x"] + widget["width"] <= 24, widget["properties"]["title"]
+        area = {
+            (x, y)
+            for x in range(widget["x"], widget["x"] + widget["width"])
+            for y in range(widget["y"], widget["y"] + widget["height"])
+        }
+        assert not cells & area, f"{widget['properties']['title']} overlaps another widget"
+        cells |= area
+
+
+def test_dashboard_charts_every_metric_the_code_emits_and_no_other(template: Template) -> None:
+    # GIVEN the metric names in src/handler and the namespace and service the template gives Powertools
+    namespace = environment(template)["POWERTOOLS_METRICS_NAMESPACE"]
+    emitted = code_metric_names()
+    # WHEN the dashboard's custom metrics are read
+    custom = [(name, dimensions) for ns, name, dimensions, _ in charted(template) if ns == namespace]
+    # THEN each metric the code emits has a line, under the dimensions Powertools gives it
+    assert {name for name, _ in custom} == emitted
+    for name, dimensions in custom:
+        expected = custom_metric_dimensions(template)
+        if name == "ColdStart":  # Powertools adds the function's name to this one
+            expected = {"function_name": "<<KickoutFunction>>", **expected}
+        assert dimensions == expected, name
+    assert not {ns for ns, *_ in charted(template)} - {namespace, "AWS/Lambda", "AWS/SQS", "AWS/ApiGateway"}
+
+
+def test_dashboard_shows_zego_latency_p50_and_p99_and_every_failure_class(template: Template) -> None:
+    lines = charted(template)
+    assert {stat for _, name, _, stat in lines if name == "ZegoLatency"} >= {"p50", "p99"}
+    assert {name for _, name, _, _ in lines if name.startswith("Failed")} == {
+        f"Failed{kind}" for kind in failure_classes()
+    }
+    assert "ZegoCallsPerUser" in {name for _, name, _, _ in lines}
+
+
+@pytest.mark.parametrize(
+    ("namespace", "metric", "dimensions"),
+    [
+        ("AWS/Lambda", "Errors", {"FunctionName": "<<KickoutFunction>>"}),
+        ("AWS/Lambda", "Throttles", {"FunctionName": "<<KickoutFunction>>"}),
+        ("AWS/Lambda", "Duration", {"FunctionName": "<<KickoutFunction>>"}),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": "<<KickoutDeadLetterQueue.QueueName>>"}),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": "<<KickoutQueue.QueueName>>"}),
+        ("AWS/ApiGateway", "4XXError", {"ApiName": "<<AWS::StackName>>", "Stage": "v1"}),
+        ("AWS/ApiGateway", "5XXError", {"ApiName": "<<AWS::StackName>>", "Stage": "v1"}),
+        ("AWS/ApiGateway", "Latency", {"ApiName": "<<AWS::StackName>>", "Stage": "v1"}),
+    ],
+)
+def test_dashboard_charts_the_stacks_own_aws_metrics(
+    template: Template, namespace: str, metric: str, dimensions: dict[str, str]
+) -> None:
+    assert (namespace, metric, dimensions) in [(ns, name, dims) for ns, name, dims, _ in charted(template)]
+
+
+def test_api_metrics_are_found_under_the_name_and_stage_the_dashboard_uses(template: Template) -> None:
+    # API Gateway publishes under ApiName (the RestApi's name) and Stage; the dashboard assumes both.
+    api = resource(template, "KickoutApi", "AWS::Serverless::Api")
+    assert api["Name"] == {"Ref": "AWS::StackName"}
+    assert api["StageName"] == "v1"
+
+
+def test_dashboard_shows_the_state_of_every_alarm(template: Template) -> None:
+    (widget,) = (widget for widget in dashboard(template)["widgets"] if widget["type"] == "alarm")
+    assert sorted(widget["properties"]["alarms"]) == sorted(f"<<{logical_id}.Arn>>" for logical_id in alarms(template))
+
+
+def test_every_alarm_notifies_the_alarm_topic_only_when_one_is_given(template: Template) -> None:
+    parameter = template["Parameters"]["AlarmTopicArn"]
+    assert parameter["Default"] == ""
+    assert template["Conditions"]["NotifyAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
+    notify = {"Fn::If": ["NotifyAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    for logical_id, alarm in alarms(template).items():
+        assert alarm["AlarmActions"] == notify, logical_id
+        assert alarm["OKActions"] == notify, logical_id
+        assert alarm["TreatMissingData"] == "notBreaching", logical_id
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("", True),
+        ("arn:aws:sns:eu-central-1:123456789012:kickout-alarms", True),
+        ("arn:aws:sns:eu-central-1:123456789012:ops.fifo", True),
+        ("arn:aws:sqs:eu-central-1:123456789012:kickout-alarms", False),
+        ("kickout-alarms", False),
+    ],
+)
+def test_alarm_topic_parameter_takes_an_sns_topic_arn_or_nothing(
+    template: Template, value: str, accepted: bool
+) -> None:
+    pattern = template["Parameters"]["AlarmTopicArn"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, value)) is accepted
+
+
+def test_alarms_on_custom_metrics_watch_metrics_the_code_emits(template: Template) -> None:
+    # GIVEN every metric any alarm reads
+    namespace = environment(template)["POWERTOOLS_METRICS_NAMESPACE"]
+    watched = [metric for alarm in alarms(template).values() for metric in alarm_metrics(alarm)]
+    custom = [metric for metric in watched if metric["Namespace"] == namespace]
+    # THEN each custom one is emitted by the code, under Powertools' dimensions (or the alarm never fires)
+    assert custom, "no alarm watches a metric of the function's own"
+    for metric in custom:
+        assert metric["MetricName"] in code_metric_names()
+        assert {dimension["Name"]: dimension["Value"] for dimension in metric["Dimensions"]} == (
+            custom_metric_dimensions(template)
+        )
+
+
+def test_error_rate_alarm_fires_above_5_percent_of_invocations_over_5_minutes(template: Template) -> None:
+    alarm = resource(template, "FunctionErrorRateAlarm", "AWS::CloudWatch::Alarm")
+    queries = {query["Id"]: query for query in alarm["Metrics"]}
+    for query_id, metric_name in (("errors", "Errors"), ("invocations", "Invocations")):
+        stat = queries[query_id]["MetricStat"]
+        assert stat["Metric"]["Namespace"] == "AWS/Lambda"
+        assert stat["Metric"]["MetricName"] == metric_name
+        assert stat["Metric"]["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "KickoutFunction"}}]
+        assert (stat["Stat"], stat["Period"]) == ("Sum", 300)
+        assert queries[query_id]["ReturnData"] is False
+    assert queries["error_rate"]["Expression"] == "IF(invocations > 0, 100 * errors / invocations, 0)"
+    assert queries["error_rate"]["ReturnData"] is True
+    assert (alarm["ComparisonOperator"], alarm["Threshold"], alarm["EvaluationPeriods"]) == (
+        "GreaterThanThreshold",
+        5,
+        1,
+    )
+
+
+def test_rate_limit_alarm_fires_when_zego_refuses_for_rate_in_3_of_5_minutes(template: Template) -> None:
+    alarm = resource(template, "ZegoRateLimitedAlarm", "AWS::CloudWatch::Alarm")
+    assert alarm["MetricName"] == "FailedRateLimited"
+    assert (alarm["Statistic"], alarm["Period"]) == ("Sum", 60)
+    assert (alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"]) == (3, 5)
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+
+
+def test_queue_age_alarm_ignores_what_retries_alone_explain(template: Template) -> None:
+    # GIVEN the longest a message can wait through its retries before SQS parks it
+    queue = resource(template, "KickoutQueue", "AWS::SQS::Queue")
+    retries_alone = int(queue["VisibilityTimeout"]) * int(queue["RedrivePolicy"]["maxReceiveCount"])
+    # THEN the age alarm watches the queue and fires only beyond that
+    alarm = resource(template, "QueueAgeAlarm", "AWS::CloudWatch::Alarm")
+    assert alarm["Namespace"] == "AWS/SQS"
+    assert alarm["MetricName"] == "ApproximateAgeOfOldestMessage"
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": get_att("KickoutQueue", "QueueName")}]
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarm["Threshold"] > retries_alone
+
+
 # --- outputs and deploy config ---------------------------------------------
 
 
@@ -317,6 +567,10 @@ def test_outputs_expose_the_api_url_queues_and_function(template: Template) -> N
         "KickoutQueueUrl": {"Ref": "KickoutQueue"},
         "KickoutDeadLetterQueueUrl": {"Ref": "KickoutDeadLetterQueue"},
         "KickoutFunctionArn": get_att("KickoutFunction", "Arn"),
+        "KickoutDashboardUrl": {
+            "Fn::Sub": "https://${AWS::Region}.console.aws.amazon.com/cloudwatch/home?region=${AWS::Region}"
+            "#dashboards:name=${KickoutDashboard}"
+        },
     }
 
 
