@@ -127,7 +127,10 @@ class ZimStandIn:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="zim-stand-in", daemon=True).start()
+        # A short poll interval: stop() waits for it, and tests start and stop a stand-in each.
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="zim-stand-in", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:

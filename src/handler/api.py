@@ -6,10 +6,10 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handler import service, zim
+from handler.api_responses import RESPONSES
 from handler.kickout import (
     KickoutRequest,
     KickoutResult,
@@ -18,7 +18,7 @@ from handler.kickout import (
     ZegoUnavailable,
     field_problems,
 )
-from handler.observability import logger, metrics
+from handler.observability import logger
 from handler.settings import ConfigurationError
 
 KICKOUTS_PATH = "/kickouts"
@@ -39,7 +39,7 @@ class NothingToKick(Exception):
         self.result = result
 
 
-@app.post(KICKOUTS_PATH, summary="Remove users from a ZIM room", tags=["kickouts"])
+@app.post(KICKOUTS_PATH, summary="Remove users from a ZIM room", tags=["kickouts"], responses=RESPONSES)
 def create_kickout(request: KickoutRequest) -> KickoutResult:
     result = service.run(request, _remaining_seconds(app.lambda_context))
     if not result.kicked_user_ids:
@@ -74,8 +74,8 @@ def _zego(reply: zim.Reply | None) -> dict[str, Any] | None:
 
 @app.exception_handler(RequestValidationError)
 def invalid_request(error: RequestValidationError) -> Response[dict[str, Any]]:
-    metrics.add_metric(name="FailedInvalid", unit=MetricUnit.Count, value=1)
     problems = field_problems(error.errors())
+    service.record_failure(error, {}, detail="; ".join(f"{p['field']}: {p['problem']}" for p in problems))
     if any(issue["type"] == "json_invalid" for issue in error.errors()):
         return _error(HTTPStatus.BAD_REQUEST, "invalid_json", "the request body is not valid JSON")
     fields = sorted({problem["field"] for problem in problems})
@@ -88,9 +88,9 @@ def invalid_request(error: RequestValidationError) -> Response[dict[str, Any]]:
 
 
 @app.exception_handler(RecursionError)
-def too_deeply_nested(_: RecursionError) -> Response[dict[str, Any]]:
+def too_deeply_nested(error: RecursionError) -> Response[dict[str, Any]]:
     # json.loads gives up on bodies nested thousands deep; that is the body's fault, not a crash.
-    metrics.add_metric(name="FailedInvalid", unit=MetricUnit.Count, value=1)
+    service.record_failure(error, {}, detail="body nested too deeply")
     return _error(HTTPStatus.BAD_REQUEST, "invalid_json", "the request body is nested too deeply to be a kickout")
 
 

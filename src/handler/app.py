@@ -15,17 +15,24 @@ from handler.observability import logger, metrics, tracer
 
 
 def adapter_for(event: Any) -> Any:
-    if isinstance(event, dict):
-        if "httpMethod" in event and "requestContext" in event:
-            return api.handle
-        records = event.get("Records")
-        if (
-            isinstance(records, list)
-            and records
-            and all(isinstance(record, dict) and record.get("eventSource") == "aws:sqs" for record in records)
-        ):
-            return queue.handle
+    """API Gateway and SQS events by their shape; anything else is a direct invoke's payload (and validated so)."""
+    if not isinstance(event, dict):
+        return direct.handle
+    if isinstance(event.get("httpMethod"), str) and isinstance(event.get("requestContext"), dict):
+        return api.handle
+    records = event.get("Records")
+    if isinstance(records, list) and records and all(_is_sqs_record(record) for record in records):
+        return queue.handle
     return direct.handle
+
+
+def _is_sqs_record(record: Any) -> bool:
+    return (
+        isinstance(record, dict)
+        and record.get("eventSource") == "aws:sqs"
+        and isinstance(record.get("messageId"), str)
+        and isinstance(record.get("body"), str)
+    )
 
 
 @logger.inject_lambda_context(clear_state=True)

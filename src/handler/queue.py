@@ -76,10 +76,15 @@ def settle(records: Sequence[SQSRecord], remaining_seconds: service.RemainingSec
             requests.append((record.message_id, KickoutRequest.model_validate_json(record.body)))
         except ValidationError as error:
             outcomes[record.message_id] = Outcome(invalid=error)
-    groups = coalesce(requests)
-    pacer = _pacer()
-    for settled in _workers.map(lambda group: _settle_group(group, remaining_seconds, pacer), groups):
-        outcomes.update(settled)
+    try:
+        pacer = _pacer()
+    except settings.ConfigurationError as error:
+        # Not any message's fault: every one goes back to SQS, to be done once the configuration is fixed.
+        outcomes.update((key, Outcome(error=error)) for key, _ in requests)
+    else:
+        groups = coalesce(requests)
+        for settled in _workers.map(lambda group: _settle_group(group, remaining_seconds, pacer), groups):
+            outcomes.update(settled)
     for key, request in requests:
         outcomes[key] = replace(outcomes[key], request=request)
     answered = [outcome.result for outcome in outcomes.values() if outcome.result is not None]

@@ -100,7 +100,8 @@ def failure_class(error: Exception) -> str:
     return "Invalid"
 
 
-def record_failure(error: Exception, audit: Mapping[str, object]) -> None:
+def record_failure(error: Exception, audit: Mapping[str, object], detail: str | None = None) -> None:
+    """The failure line of a kickout, and its counts; `detail` replaces the error's text when that could hold input."""
     kind = failure_class(error)
     metrics.add_metric(name="KickoutRequests", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name=f"Failed{kind}", unit=MetricUnit.Count, value=1)
@@ -110,7 +111,7 @@ def record_failure(error: Exception, audit: Mapping[str, object]) -> None:
         extra={
             **audit,
             "outcome": kind,
-            "error": describe_invalid(error) if isinstance(error, ValidationError) else str(error),
+            "error": detail or (describe_invalid(error) if isinstance(error, ValidationError) else str(error)),
             "zego_code": reply.code if reply else None,
             "zego_request_id": reply.request_id if reply else None,
         },

@@ -1,0 +1,66 @@
+"""The REST API's responses as the OpenAPI document shows them (documentation only: api.py builds the bodies)."""
+
+from aws_lambda_powertools.event_handler import content_types
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from pydantic import BaseModel, Field
+
+from handler.kickout import KickoutResult
+
+
+class FieldProblem(BaseModel):
+    field: str
+    problem: str
+
+
+class ZegoAnswer(BaseModel):
+    code: int
+    message: str
+    request_id: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response's body (documentation only: the handlers below build it as a dict)."""
+
+    error: str = Field(description="Stable code to branch on; the status's description lists the values.")
+    message: str = Field(description="For people; never echoes the request's values.")
+    fields: list[FieldProblem] | None = Field(default=None, description="invalid_request: each field, its problem.")
+    zego: ZegoAnswer | None = Field(default=None, description="ZEGO's answer, when there was one.")
+    result: KickoutResult | None = Field(default=None, description="not_in_room: what ZEGO answered per call.")
+
+
+def _error_response(description: str, headers: dict[str, str] | None = None) -> OpenAPIResponse:
+    response: OpenAPIResponse = {
+        "description": description,
+        "content": {content_types.APPLICATION_JSON: {"model": ErrorBody}},
+    }
+    if headers:
+        response["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
+        }
+    return response
+
+
+RESPONSES: dict[int, OpenAPIResponse] = {
+    200: {"description": "At least one user was kicked; users ZEGO reports absent are listed apart."},
+    400: _error_response("invalid_json: the body is not JSON."),
+    404: _error_response(
+        "not_in_room: ZEGO says the room does not exist or none of the users is in it (660300001, 660300002); "
+        "not_found: another path."
+    ),
+    405: _error_response("method_not_allowed: another method on /kickouts.", {"Allow": "Only POST is allowed."}),
+    422: _error_response(
+        "invalid_request: the payload breaks a rule (`fields` says which); zego_refused: ZEGO refused what the "
+        "caller sent (operator not registered 660500002, user id too long 660000012)."
+    ),
+    429: _error_response(
+        "zego_rate_limited: ZEGO kept answering over the rate limit (7, 660300005, 660300006).",
+        {"Retry-After": "Seconds to wait before trying again."},
+    ),
+    500: _error_response("configuration_error: an environment variable is missing or malformed."),
+    502: _error_response(
+        "zego_refused: a permanent refusal caused by the function's configuration (AppId, ServerSecret); "
+        "zego_unavailable: ZEGO kept failing."
+    ),
+    503: _error_response("secret_unavailable: the ServerSecret could not be read from Secrets Manager."),
+    504: _error_response("zego_unavailable: ZEGO did not answer in time."),
+}
