@@ -9,8 +9,21 @@ export PYTHONPATH := src:.
 
 .PHONY: demo test lint typecheck template-lint unit install sam build clean openapi
 
+# The built function under Lambda's Runtime Interface Emulator (`make local`) where this machine can run it (Linux,
+# python3.13; the SAM CLI is installed on first use), else the handler in-process. Exit 69: cannot run it here.
 demo: install
-	$(VENV)/bin/python -m kickout_dev.demo
+	@status=0; $(VENV)/bin/python -m kickout_dev.local_lambda || status=$$?; \
+	if [ $$status -eq 69 ]; then \
+		echo "make demo: falling back to the in-process demo (python -m kickout_dev.demo)"; \
+		$(VENV)/bin/python -m kickout_dev.demo; \
+	else \
+		exit $$status; \
+	fi
+
+.PHONY: local
+# `sam local invoke` without Docker: ARGS="events/api.json ..." for some events, ARGS=--serve for POST /kickouts.
+local: install
+	$(VENV)/bin/python -m kickout_dev.local_lambda $(ARGS)
 
 test: lint typecheck template-lint unit
 

@@ -1,0 +1,167 @@
+"""A local front for the function, in place of the API Gateway REST API: HTTP on 127.0.0.1, each request
+turned into the proxy event API Gateway sends (the shape of events/api.json) and the function's answer
+turned back into HTTP.
+
+    python -m kickout_dev.local_lambda --serve      # in front of the built function, under the emulator
+    with LocalApi(invoke) as api: ...               # in front of any callable taking the event (a test)
+
+Then `curl -X POST http://127.0.0.1:3000/kickouts -d '{"room_id": "lobby-7", "user_ids": ["spammer_01"]}'`.
+
+Unlike API Gateway it checks no SigV4 signature (the stack's AWS_IAM): anyone on this machine may call it,
+which is why it listens on 127.0.0.1 only. Every path and method goes to the function (as API Gateway would
+not), so its own 404 and 405 answers can be seen too; `/v1/kickouts`, the deployed stage's path, works as well.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from kickout_dev.events import api_event
+
+Invoke = Callable[[dict[str, Any]], Any]
+"""Takes the proxy event, returns what the function returned (or Lambda's error document)."""
+
+STAGE = "v1"
+MAX_BODY_BYTES = 10 * 1024 * 1024
+"""API Gateway's payload limit."""
+INTERNAL_ERROR = 502, [("Content-Type", "application/json")], b'{"message": "Internal server error"}'
+"""What API Gateway answers when the function raised, timed out or returned no proxy response."""
+
+
+def proxy_event(
+    method: str, target: str, headers: list[tuple[str, str]], body: bytes, *, source_ip: str = "127.0.0.1"
+) -> dict[str, Any]:
+    """The REST API proxy event for one HTTP request (target: the request line's path and query)."""
+    parts = urlsplit(target)
+    path = parts.path.removeprefix(f"/{STAGE}") or "/"
+    try:
+        text: str | None = body.decode() if body else None
+        encoded = False
+    except UnicodeDecodeError:
+        text, encoded = base64.b64encode(body).decode(), True
+    event = api_event(text, method=method, path=path)
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for name, value in headers:
+        single[name] = value
+        multi.setdefault(name, []).append(value)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    multi_query: dict[str, list[str]] = {}
+    for name, value in query:
+        multi_query.setdefault(name, []).append(value)
+    event.update(
+        headers=single or None,
+        multiValueHeaders=multi or None,
+        queryStringParameters={name: values[-1] for name, values in multi_query.items()} or None,
+        multiValueQueryStringParameters=multi_query or None,
+        isBase64Encoded=encoded,
+    )
+    now = time.time()
+    context = event["requestContext"]
+    context.update(requestTimeEpoch=int(now * 1000), requestTime=formatdate(now, usegmt=True))
+    context["identity"].update(sourceIp=source_ip, userAgent=single.get("User-Agent"))
+    return event
+
+
+def http_answer(response: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body for what the function returned, as API Gateway makes them."""
+    if not isinstance(response, dict) or "errorType" in response or not isinstance(response.get("statusCode"), int):
+        return INTERNAL_ERROR
+    headers: list[tuple[str, str]] = []
+    for name, values in (response.get("multiValueHeaders") or {}).items():
+        headers.extend((name, str(value)) for value in values)
+    given = {name.lower() for name, _ in headers}
+    headers.extend(
+        (name, str(value)) for name, value in (response.get("headers") or {}).items() if name.lower() not in given
+    )
+    body = response.get("body") or ""
+    payload = base64.b64decode(body) if response.get("isBase64Encoded") else str(body).encode()
+    return int(response["statusCode"]), headers, payload
+
+
+class LocalApi:
+    """The front, on 127.0.0.1:<port> (0: any free port), each request served in its own thread."""
+
+    def __init__(self, invoke: Invoke, *, port: int = 0) -> None:
+        self.invoke = invoke
+        self._port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> LocalApi:
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def do_POST(self) -> None:
+                front._serve(self)
+
+            do_GET = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_POST
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="local-api", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+
+    def __enter__(self) -> LocalApi:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The base URL; the function answers at `{url}/kickouts`."""
+        assert self._server is not None, "start() the front first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _serve(self, request: BaseHTTPRequestHandler) -> None:
+        length = int(request.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            request.close_connection = True
+            self._answer(request, (413, [("Content-Type", "application/json")], b'{"message": "Request Too Long"}'))
+            return
+        body = request.rfile.read(length) if length > 0 else b""
+        event = proxy_event(
+            request.command, request.path, list(request.headers.items()), body, source_ip=request.client_address[0]
+        )
+        try:
+            response = self.invoke(event)
+        except Exception as error:
+            print(f"local_http: the invocation failed: {type(error).__name__}: {error}", flush=True)
+            self._answer(request, INTERNAL_ERROR)
+            return
+        self._answer(request, http_answer(response))
+
+    @staticmethod
+    def _answer(request: BaseHTTPRequestHandler, answer: tuple[int, list[tuple[str, str]], bytes]) -> None:
+        status, headers, body = answer
+        request.send_response(status)
+        for name, value in headers:
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                request.send_header(name, value)
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
