@@ -7,7 +7,7 @@ SAM_CLI_VERSION := 1.170.0
 REGION ?= eu-central-1
 export PYTHONPATH := src:.
 
-.PHONY: demo test lint typecheck template-lint unit install sam build clean openapi
+.PHONY: demo test lint typecheck template-lint unit install sam build clean openapi bench
 
 # The built function under Lambda's Runtime Interface Emulator (`make local`) where this machine can run it (Linux,
 # python3.13; the SAM CLI is installed on first use), else the handler in-process. Exit 69: cannot run it here.
@@ -44,6 +44,11 @@ unit: install
 # docs/openapi.json from the routes and models in src/handler/api.py; tests/unit/test_openapi.py fails when it drifts.
 openapi: install
 	$(VENV)/bin/python -m kickout_dev.openapi
+
+# README "Performance": figures as ratios against baselines measured in the same run (builds the artifact; a few
+# minutes, loopback only).
+bench: install sam
+	$(VENV)/bin/python -m benchmarks.run
 
 install: $(VENV)/.installed
 

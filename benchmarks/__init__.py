@@ -1,0 +1,1 @@
+"""`make bench`: the function's figures as ratios against baselines measured side by side in the same run."""
