@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
-from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
 from kickout_dev.zim_server import ZimStandIn
@@ -96,11 +95,10 @@ def function_environment(
 
 def reset_function_state() -> None:
     """Forget what the function cached at module level: settings, the secret, the SQS client."""
-    from handler import queue, settings  # imported late: the handler must see the sandbox's env
+    from handler import queue, secret, settings  # imported late: the handler must see the sandbox's env
 
     settings.current.cache_clear()
-    parameters.clear_caches()  # type: ignore[no-untyped-call]
-    parameters.base.DEFAULT_PROVIDERS.clear()  # type: ignore[attr-defined]
+    secret.clear_cache()
     queue._sqs.cache_clear()
     queue._pacer.cache_clear()
 

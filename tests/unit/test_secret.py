@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 from handler.kickout import SecretUnavailable
 from handler.secret import read_server_secret, server_secret_from
@@ -65,3 +68,30 @@ def test_a_missing_secret_names_the_cause_not_the_value(stored_secret: Sandbox) 
         read_server_secret(stored_secret.secret_arn, force_fetch=True)
     assert "ResourceNotFoundException" in str(unavailable.value)
     assert SERVER_SECRET not in str(unavailable.value)
+
+
+def test_forced_reads_close_together_share_one_fetch(stored_secret: Sandbox) -> None:
+    # GIVEN the calls of a batch all refused for a rotated secret, each asking for a forced read
+    stored_secret.put_secret("rotated-once")
+    assert read_server_secret(stored_secret.secret_arn, force_fetch=True) == "rotated-once"
+    stored_secret.put_secret("rotated-twice")
+    # THEN the next forced read within the sharing window uses what the first one fetched
+    assert read_server_secret(stored_secret.secret_arn, force_fetch=True) == "rotated-once"
+
+
+def test_concurrent_first_reads_fetch_once(stored_secret: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a spy on the provider's real fetch (it still reaches moto)
+    fetches: list[str] = []
+    real_get = SecretsProvider._get
+
+    def counting_get(self: SecretsProvider, name: str, **options: Any) -> Any:
+        fetches.append(name)
+        return real_get(self, name, **options)
+
+    monkeypatch.setattr(SecretsProvider, "_get", counting_get)
+    # WHEN ten calls of a batch read the secret at once, on a cold cache
+    with ThreadPoolExecutor(max_workers=10) as workers:
+        secrets = list(workers.map(lambda _: read_server_secret(stored_secret.secret_arn), range(10)))
+    # THEN all get it, and Secrets Manager was asked once
+    assert secrets == [SERVER_SECRET] * 10
+    assert fetches == [stored_secret.secret_arn]
