@@ -820,7 +820,7 @@ def _main(args: argparse.Namespace) -> int:
     with running(tools, artifact) as stack:
         print(
             f"  - Lambda Runtime Interface Emulator from the SAM CLI on 127.0.0.1:{stack.emulator.port} "
-            f"(up in {stack.emulator.started_in:.2f} s), running {Path(tools.python).name} -m awslambdaric {HANDLER}"
+            f"(up in {stack.emulator.started_in:.2f} s), running {Path(tools.python).name} -S -m awslambdaric {HANDLER}"
         )
         print("    on the artifact alone (not src/, not the .venv)")
         print(f"  - a ZIM server stand-in on {stack.zim.url} that checks signatures and parameters as ZEGO does")

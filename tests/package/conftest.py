@@ -8,6 +8,7 @@ installable); with CI set in the environment that is a failure instead.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,9 +28,12 @@ def tools() -> Tools:
 
 
 @pytest.fixture(scope="session")
-def artifact(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`make build` into a directory of this session's own (other runs may build .aws-sam/local meanwhile)."""
-    return build(tools, tmp_path_factory.mktemp("sam-build"))
+def artifact(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`make build` into a directory of this session's own (other runs may build .aws-sam/local meanwhile),
+    removed afterwards (about 60 MB)."""
+    build_dir = tmp_path_factory.mktemp("sam-build")
+    yield build(tools, build_dir)
+    shutil.rmtree(build_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
