@@ -4,6 +4,8 @@ PYTHON ?= $(shell scripts/find-python)
 VENV := .venv
 SAM_VENV := .venv-sam
 SAM_CLI_VERSION := 1.170.0
+# The linter `sam validate --lint` runs, pinned as in requirements-dev.txt: a new rule must not turn CI red overnight.
+CFN_LINT_VERSION := 1.58.0
 REGION ?= eu-central-1
 export PYTHONPATH := src:.
 
@@ -66,7 +68,7 @@ $(SAM_VENV)/.installed:
 	test -n "$(PYTHON)"
 	$(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION) cfn-lint==$(CFN_LINT_VERSION)
 	touch $@
 
 # `sam build` without Docker needs python3.13 on PATH: put the interpreter's folder first.

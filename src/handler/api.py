@@ -1,5 +1,6 @@
 """REST entry point: POST /kickouts, validated by Powertools, every failure mapped to a JSON status here."""
 
+import json
 from http import HTTPStatus
 from typing import Any
 
@@ -49,7 +50,32 @@ def create_kickout(request: KickoutRequest) -> KickoutResult:
 
 def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.set_correlation_id(event.get("requestContext", {}).get("requestId"))
+    content_type = _content_type(event)
+    if content_type not in ("", "application/json"):
+        # Powertools would parse a form body as form fields (curl -d sends one by default) and answer 422 about
+        # fields named after the body. A kickout is JSON: say so.
+        service.record_failure(ValueError(content_type), {}, detail=f"unsupported Content-Type {content_type[:60]}")
+        return _unsupported_media_type()
     return app.resolve(event, context)
+
+
+def _content_type(event: dict[str, Any]) -> str:
+    headers = event.get("headers") or {}
+    value = next((str(v) for k, v in headers.items() if str(k).lower() == "content-type"), "")
+    return value.partition(";")[0].strip().lower()
+
+
+def _unsupported_media_type() -> dict[str, Any]:
+    body = {
+        "error": "unsupported_media_type",
+        "message": "send the kickout as JSON, with Content-Type: application/json",
+    }
+    return {
+        "statusCode": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": json.dumps(body),
+        "isBase64Encoded": False,
+    }
 
 
 def _remaining_seconds(context: LambdaContext) -> Any:

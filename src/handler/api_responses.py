@@ -52,6 +52,7 @@ RESPONSES: dict[int, OpenAPIResponse] = {
         "invalid_request: the payload breaks a rule (`fields` says which); zego_refused: ZEGO refused what the "
         "caller sent (operator not registered 660500002, user id too long 660000012)."
     ),
+    415: _error_response("unsupported_media_type: the body is not sent as application/json."),
     429: _error_response(
         "zego_rate_limited: ZEGO kept answering over the rate limit (7, 660300005, 660300006).",
         {"Retry-After": "Seconds to wait before trying again."},

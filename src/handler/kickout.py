@@ -55,7 +55,8 @@ def field_problems(issues: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     """Field and problem for each validation issue; never the input values (they may be huge or hostile)."""
     problems = []
     for issue in issues:
-        field_name = ".".join(str(part) for part in issue["loc"] if part != "body") or "body"
+        # An unknown field's name is the caller's text: shown, so a typo is found, but never more than 40 characters.
+        field_name = ".".join(str(part)[:40] for part in issue["loc"] if part != "body") or "body"
         problem = f"must be {ID_RULE}" if issue["type"] == "string_pattern_mismatch" else str(issue["msg"])
         problems.append({"field": field_name, "problem": problem})
     return problems

@@ -588,3 +588,36 @@ def test_correlation_id_does_not_follow_into_the_next_invocation(
     [first, second] = [log for log in printed.logs if log["message"] == "kickout done"]
     assert "correlation_id" in first
     assert second.get("correlation_id") is None
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x"]
+)
+def test_a_body_not_sent_as_json_gets_415_in_the_usual_error_shape(
+    invoke: Invoke, box: Sandbox, content_type: str
+) -> None:
+    # GIVEN a valid kickout, sent the way `curl -d` sends it without a header (a form) or as plain text
+    event = api_event(json.dumps({"room_id": "lobby-7", "user_ids": ["spammer_01"]}))
+    event["headers"]["Content-Type"] = content_type
+    # WHEN it reaches the function
+    response = invoke(event)
+    # THEN it is refused as such, without echoing the body, and ZEGO is not called
+    assert response["statusCode"] == 415
+    body = json.loads(response["body"])
+    assert body["error"] == "unsupported_media_type"
+    assert "spammer_01" not in response["body"]
+    assert box.zim.requests_seen == 0
+
+
+def test_json_with_a_charset_or_no_content_type_at_all_is_accepted(invoke: Invoke, box: Sandbox) -> None:
+    for headers in ({"content-type": "application/json; charset=utf-8"}, {}, None):
+        event = api_event(json.dumps({"room_id": "lobby-7", "user_ids": ["spammer_01"]}))
+        event["headers"] = headers
+        assert invoke(event)["statusCode"] == 200
+
+
+def test_an_unknown_field_is_named_but_never_more_than_40_characters_of_it(invoke: Invoke, box: Sandbox) -> None:
+    response = invoke(api_event(json.dumps({"room_id": "r", "user_ids": ["u"], "x" * 500: 1})))
+    assert response["statusCode"] == 422
+    assert "x" * 40 in response["body"]
+    assert "x" * 41 not in response["body"]
