@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Final
 
 from aws_lambda_powertools.utilities import parameters
@@ -17,36 +18,56 @@ CACHE_SECONDS: Final = 300
 """A rotated secret is picked up within five minutes, or at once when ZEGO rejects a signature."""
 
 
-# The calls of a batch run on threads; without this each would miss the empty cache and fetch on its own (ten
-# boto3 clients and ten GetSecretValue calls on a cold start). With it, one fetches and the rest hit the cache.
-_fetching = threading.Lock()
-_forced_at = float("-inf")
 FORCED_READ_SHARED_SECONDS: Final = 2.0
 """Calls refused together for a rotated secret share one forced read."""
 
 
+@dataclass
+class _Reads:
+    """When the secret was last fetched, beside Powertools' cache that holds it.
+
+    The calls of a batch run on threads: without the lock each would miss an empty cache and fetch on its own (ten
+    boto3 clients and ten GetSecretValue calls on a cold start); with it one fetches and the rest hit the cache.
+    Knowing when the cache is fresh also keeps cache hits out of the trace: only real fetches get a subsegment.
+    """
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    fetched_at: float = float("-inf")
+    forced_at: float = float("-inf")
+
+
+_reads = _Reads()
+
+
 def read_server_secret(secret_id: str, force_fetch: bool = False) -> str:
-    global _forced_at  # noqa: PLW0603 (one clock per execution environment, like the cache it guards)
-    with _fetching, tracer.provider.in_subsegment("## read ServerSecret"):
-        if force_fetch:
-            now = time.monotonic()
-            force_fetch = now - _forced_at > FORCED_READ_SHARED_SECONDS
-            _forced_at = now if force_fetch else _forced_at
-        try:
-            raw = parameters.get_secret(secret_id, max_age=CACHE_SECONDS, force_fetch=force_fetch)
-        except (parameters.exceptions.GetParameterError, BotoCoreError, ClientError) as error:
-            cause = error.__context__ if isinstance(error.__context__, ClientError) else error
-            code = cause.response["Error"]["Code"] if isinstance(cause, ClientError) else type(cause).__name__
-            raise SecretUnavailable(f"the ServerSecret could not be read from Secrets Manager ({code})") from None
+    with _reads.lock:
+        now = time.monotonic()
+        force_fetch = force_fetch and now - _reads.forced_at > FORCED_READ_SHARED_SECONDS
+        if not force_fetch and now - _reads.fetched_at < CACHE_SECONDS:
+            raw = _get_secret(secret_id, force_fetch=False)
+        else:
+            with tracer.provider.in_subsegment("## read ServerSecret"):
+                raw = _get_secret(secret_id, force_fetch=force_fetch)
+            _reads.fetched_at = now
+            _reads.forced_at = now if force_fetch else _reads.forced_at
     return server_secret_from(raw)
 
 
+def _get_secret(secret_id: str, *, force_fetch: bool) -> str:
+    try:
+        return parameters.get_secret(secret_id, max_age=CACHE_SECONDS, force_fetch=force_fetch)
+    except (parameters.exceptions.GetParameterError, BotoCoreError, ClientError) as error:
+        cause = error.__context__ if isinstance(error.__context__, ClientError) else error
+        code = cause.response["Error"]["Code"] if isinstance(cause, ClientError) else type(cause).__name__
+        raise SecretUnavailable(f"the ServerSecret could not be read from Secrets Manager ({code})") from None
+
+
 def clear_cache() -> None:
-    """Forget the cached secret and the last forced read (tests, and a process that changes ZEGO_SECRET_ID)."""
-    global _forced_at  # noqa: PLW0603
+    """Forget the cached secret and when it was read (tests, and a process that changes ZEGO_SECRET_ID)."""
+    global _reads  # noqa: PLW0603
     parameters.clear_caches()  # type: ignore[no-untyped-call]
     parameters.base.DEFAULT_PROVIDERS.clear()  # type: ignore[attr-defined]
-    _forced_at = float("-inf")
+    _reads = _Reads()
 
 
 def server_secret_from(secret_string: str) -> str:

@@ -42,22 +42,18 @@ def _encode(value: str) -> str:
 
 
 def kickout_query(call: KickoutCall, *, app_id: int, server_secret: str, nonce: str, timestamp: int) -> str:
-    """The full, signed query string for one call; every value percent-encoded."""
-    pairs: list[tuple[str, str]] = [
-        ("Action", ACTION),
-        ("AppId", str(app_id)),
-        ("SignatureNonce", nonce),
-        ("Timestamp", str(timestamp)),
-        ("SignatureVersion", SIGNATURE_VERSION),
-        ("Signature", sign(app_id, nonce, server_secret, timestamp)),
-        ("RoomId", call.room_id),
+    """The full, signed query string for one call; every value percent-encoded (the keys need none but `[]`)."""
+    signature = sign(app_id, nonce, server_secret, timestamp)
+    parts = [
+        f"Action={ACTION}&AppId={app_id}&SignatureNonce={_encode(nonce)}&Timestamp={timestamp}",
+        f"SignatureVersion={SIGNATURE_VERSION}&Signature={signature}&RoomId={_encode(call.room_id)}",
+        *(f"UserId%5B%5D={_encode(user_id)}" for user_id in call.user_ids),
     ]
-    pairs.extend(("UserId[]", user_id) for user_id in call.user_ids)
     if call.reason:
-        pairs.append(("CustomReason", call.reason))
+        parts.append(f"CustomReason={_encode(call.reason)}")
     if call.operator_id:
-        pairs.append(("FromUserId", call.operator_id))
-    return "&".join(f"{_encode(key)}={_encode(value)}" for key, value in pairs)
+        parts.append(f"FromUserId={_encode(call.operator_id)}")
+    return "&".join(parts)
 
 
 def kickout_url(
