@@ -95,11 +95,11 @@ def function_environment(
 
 def reset_function_state() -> None:
     """Forget what the function cached at module level: settings, the secret, the SQS client."""
-    from handler import queue, secret, settings  # imported late: the handler must see the sandbox's env
+    from handler import aws_clients, queue, secret, settings  # imported late: the handler must see the sandbox's env
 
     settings.current.cache_clear()
     secret.clear_cache()
-    queue._sqs.cache_clear()
+    aws_clients.forget()
     queue._pacer.cache_clear()
 
 

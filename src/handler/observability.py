@@ -16,6 +16,8 @@ tracer = Tracer(patch_modules=["botocore"])
 metrics = Metrics()
 
 # At DEBUG, urllib3 logs request lines (the signed query) and botocore logs response bodies (GetSecretValue's
-# SecretString). Keep both out of the logs whatever level the function or Lambda's log config asks for.
-for library in ("urllib3", "botocore", "boto3"):
+# SecretString); urllib3 even warns with the full URL when a reply's headers do not parse. Keep all of them out
+# of the logs whatever level the function or Lambda's log config asks for.
+logging.getLogger("urllib3").setLevel(logging.ERROR)
+for library in ("botocore", "boto3"):
     logging.getLogger(library).setLevel(logging.WARNING)

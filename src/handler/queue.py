@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -26,7 +25,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from handler import service, settings, transport, zim
+from handler import aws_clients, service, settings, transport, zim
 from handler.kickout import (
     Group,
     KickoutError,
@@ -40,7 +39,6 @@ from handler.observability import logger, metrics
 from handler.pacing import Pacer
 
 if TYPE_CHECKING:
-    from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
 
 # An all-failed batch is returned as such rather than raised: raising would hand back messages already parked.
@@ -157,14 +155,8 @@ def park(record: SQSRecord, reason: str, detail: str) -> None:
         "KickoutDetail": {"DataType": "String", "StringValue": detail[:DETAIL_MAX_CHARACTERS] or reason},
         "SourceMessageId": {"DataType": "String", "StringValue": record.message_id},
     }
-    _sqs().send_message(QueueUrl=dlq_url, MessageBody=record.body, MessageAttributes=attributes)
+    aws_clients.sqs().send_message(QueueUrl=dlq_url, MessageBody=record.body, MessageAttributes=attributes)
     logger.warning("message parked", extra={"message_id": record.message_id, "reason": reason})
-
-
-@cache
-def _sqs() -> SQSClient:
-    # Created on first use: most invocations never park, and a boto3 client costs cold-start time.
-    return boto3.client("sqs")
 
 
 @cache

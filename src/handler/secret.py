@@ -11,6 +11,7 @@ from typing import Final
 from aws_lambda_powertools.utilities import parameters
 from botocore.exceptions import BotoCoreError, ClientError
 
+from handler import aws_clients
 from handler.kickout import SecretUnavailable
 from handler.observability import tracer
 
@@ -53,25 +54,32 @@ def read_server_secret(secret_id: str, force_fetch: bool = False) -> str:
     return server_secret_from(raw)
 
 
-def _get_secret(secret_id: str, *, force_fetch: bool) -> str:
+def _get_secret(secret_id: str, *, force_fetch: bool) -> str | bytes:
     try:
-        return parameters.get_secret(secret_id, max_age=CACHE_SECONDS, force_fetch=force_fetch)
+        value = aws_clients.secrets_provider().get(secret_id, max_age=CACHE_SECONDS, force_fetch=force_fetch)
     except (parameters.exceptions.GetParameterError, BotoCoreError, ClientError) as error:
         cause = error.__context__ if isinstance(error.__context__, ClientError) else error
         code = cause.response["Error"]["Code"] if isinstance(cause, ClientError) else type(cause).__name__
         raise SecretUnavailable(f"the ServerSecret could not be read from Secrets Manager ({code})") from None
+    if not isinstance(value, str | bytes):
+        raise SecretUnavailable("the secret has no SecretString")
+    return value
 
 
 def clear_cache() -> None:
     """Forget the cached secret and when it was read (tests, and a process that changes ZEGO_SECRET_ID)."""
     global _reads  # noqa: PLW0603
-    parameters.clear_caches()  # type: ignore[no-untyped-call]
-    parameters.base.DEFAULT_PROVIDERS.clear()  # type: ignore[attr-defined]
+    aws_clients.secrets_provider.cache_clear()
     _reads = _Reads()
 
 
-def server_secret_from(secret_string: str) -> str:
-    """Accept both shapes users store: the bare ServerSecret, or JSON `{"ServerSecret": "..."}`."""
+def server_secret_from(secret_string: str | bytes) -> str:
+    """Accept both shapes users store: the bare ServerSecret, or JSON `{"ServerSecret": "..."}`; as text or binary."""
+    if isinstance(secret_string, bytes):
+        try:
+            secret_string = secret_string.decode()
+        except UnicodeDecodeError:
+            raise SecretUnavailable("the secret is binary and not UTF-8 text") from None
     text = secret_string.strip()
     if text.startswith("{"):
         try:
