@@ -14,6 +14,7 @@ from handler.api_responses import RESPONSES
 from handler.kickout import (
     KickoutRequest,
     KickoutResult,
+    OutOfTime,
     SecretUnavailable,
     ZegoRefused,
     ZegoUnavailable,
@@ -150,6 +151,16 @@ def zego_unavailable(error: ZegoUnavailable) -> Response[dict[str, Any]]:
         )
     status = HTTPStatus.GATEWAY_TIMEOUT if error.timed_out else HTTPStatus.BAD_GATEWAY
     return _error(status, "zego_unavailable", error.detail, zego=_zego(error.reply))
+
+
+@app.exception_handler(OutOfTime)
+def out_of_time(error: OutOfTime) -> Response[dict[str, Any]]:
+    return _error(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "out_of_time",
+        f"{error}; ZEGO was not called",
+        headers={"Retry-After": str(RATE_LIMITED_RETRY_AFTER_SECONDS)},
+    )
 
 
 @app.exception_handler(SecretUnavailable)

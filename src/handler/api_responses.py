@@ -62,6 +62,10 @@ RESPONSES: dict[int, OpenAPIResponse] = {
         "zego_refused: a permanent refusal caused by the function's configuration (AppId, ServerSecret); "
         "zego_unavailable: ZEGO kept failing."
     ),
-    503: _error_response("secret_unavailable: the ServerSecret could not be read from Secrets Manager."),
+    503: _error_response(
+        "secret_unavailable: the ServerSecret could not be read from Secrets Manager; out_of_time: the invocation "
+        "had no time left to call ZEGO (ZEGO was not called).",
+        {"Retry-After": "Seconds to wait before trying again (out_of_time)."},
+    ),
     504: _error_response("zego_unavailable: ZEGO did not answer in time."),
 }

@@ -155,6 +155,13 @@ class ZegoUnavailable(KickoutError):
         self.rate_limited = rate_limited
 
 
+class OutOfTime(KickoutError):
+    """The function's own limits left no room to call ZEGO: the invocation's deadline, or no pacing slot before it.
+
+    ZEGO was not asked, so this says nothing about ZEGO; a later delivery will have the time.
+    """
+
+
 class SecretUnavailable(KickoutError):
     """The ServerSecret could not be read; nothing can be signed."""
 
@@ -195,6 +202,8 @@ class _RetryState:
     attempts: int = 0
     resigned: bool = False
     secret_reread: bool = False
+    force_secret: bool = False
+    """Read the secret past the cache on the next attempt only (the one right after a rejected signature)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,10 +239,11 @@ class ZimClient:
         while True:
             state.attempts += 1
             # The secret first: a missing secret must not spend a pacing slot.
-            server_secret = self.read_secret(state.secret_reread)
+            server_secret = self.read_secret(state.force_secret)
+            state.force_secret = False
             outcome = self._attempt(call, server_secret, timeout=self._wait_for_turn())
+            self._adjust_pace(outcome)
             if isinstance(outcome, zim.Reply):
-                self._adjust_pace(outcome)
                 judged = self._judge(outcome, state)
                 if judged is None:
                     continue  # re-sign or re-read the secret, and go again at once
@@ -258,10 +268,10 @@ class ZimClient:
         """Wait for a pacing slot; the time the request may then take, within the invocation's deadline."""
         time_left = self.remaining_seconds() - self.policy.safety_margin
         if time_left < self.policy.min_request_time:
-            raise ZegoUnavailable("no time left in this invocation to call ZEGO", timed_out=True)
+            raise OutOfTime("no time left in this invocation to call ZEGO")
         if self.pacer is not None:
             if not self.pacer.acquire(max_wait=time_left - self.policy.min_request_time):
-                raise ZegoUnavailable("no slot in this environment's share of ZEGO's rate limit", rate_limited=True)
+                raise OutOfTime("no slot in this environment's share of ZEGO's rate limit before the deadline")
             time_left = self.remaining_seconds() - self.policy.safety_margin
         return min(self.policy.request_timeout, time_left)
 
@@ -284,7 +294,7 @@ class ZimClient:
                 )
             case zim.CodeClass.REREAD_SECRET if not state.secret_reread:
                 # The secret may have been rotated since it was cached: read it again, once.
-                state.secret_reread = True
+                state.secret_reread = state.force_secret = True
                 return None
             case zim.CodeClass.REREAD_SECRET:
                 raise ZegoRefused("ZEGO rejects the signature: the ServerSecret or the AppId is wrong", reply)
@@ -315,12 +325,16 @@ class ZimClient:
         except zim.MalformedReply as error:
             return _Failure(str(error))
 
-    def _adjust_pace(self, reply: zim.Reply) -> None:
+    def _adjust_pace(self, outcome: zim.Reply | _Failure) -> None:
+        """Slower on any rate-limit answer (a ZEGO code or HTTP 429), faster again on each answered call."""
         if self.pacer is None:
             return
-        if reply.code_class is zim.CodeClass.RATE_LIMITED:
+        if isinstance(outcome, _Failure):
+            if outcome.rate_limited:
+                self.pacer.slow_down()
+        elif outcome.code_class is zim.CodeClass.RATE_LIMITED:
             self.pacer.slow_down()
-        elif reply.code_class in (zim.CodeClass.DONE, zim.CodeClass.NOTHING_TO_DO):
+        elif outcome.code_class in (zim.CodeClass.DONE, zim.CodeClass.NOTHING_TO_DO):
             self.pacer.speed_up()
 
     def _backoff(self, attempts: int) -> float:

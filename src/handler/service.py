@@ -20,6 +20,7 @@ from handler.kickout import (
     KickoutError,
     KickoutRequest,
     KickoutResult,
+    OutOfTime,
     SecretUnavailable,
     ZegoRefused,
     ZegoUnavailable,
@@ -93,6 +94,8 @@ def failure_class(error: Exception) -> str:
             return "Timeout"
         case ZegoUnavailable():
             return "Transient"
+        case OutOfTime():
+            return "Deadline"
         case SecretUnavailable():
             return "Secret"
         case settings.ConfigurationError():

@@ -423,13 +423,15 @@ def test_zego_slower_than_the_time_left_answers_504(invoke: Invoke, box: Sandbox
     assert body_of(response)["error"] == "zego_unavailable"
 
 
-def test_invocation_too_close_to_its_deadline_answers_504_without_calling_zego(invoke: Invoke, box: Sandbox) -> None:
+def test_invocation_too_close_to_its_deadline_answers_503_without_calling_zego(invoke: Invoke, box: Sandbox) -> None:
     # GIVEN an invocation with less time left than the safety margin plus one request
     # WHEN a kickout is posted
     response = invoke(post({"room_id": "lobby-7", "user_ids": ["spammer_01"]}), timeout_seconds=1.8)
 
-    # THEN 504 at once: ZEGO is not called with a request the function could not wait for
-    assert response["statusCode"] == 504
+    # THEN 503 at once, saying ZEGO was not called (it did not time out: it was never asked)
+    assert response["statusCode"] == 503
+    assert body_of(response)["error"] == "out_of_time"
+    assert response["multiValueHeaders"]["Retry-After"] == ["1"]
     assert box.zim.requests_seen == 0
 
 

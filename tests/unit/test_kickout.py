@@ -16,6 +16,7 @@ from handler.kickout import (
     MAX_USERS_PER_REQUEST,
     HttpReply,
     KickoutRequest,
+    OutOfTime,
     RetryPolicy,
     TransportFailure,
     ZegoRefused,
@@ -26,6 +27,7 @@ from handler.kickout import (
     kick,
     plan,
 )
+from handler.pacing import Pacer
 from kickout_dev.zim_server import parse_query
 
 GOOD = {"room_id": "lobby-7", "user_ids": ["u1"]}
@@ -286,9 +288,8 @@ def test_retries_stop_before_the_lambda_deadline() -> None:
 def test_no_request_is_sent_without_time_to_wait_for_it() -> None:
     zego_answers, clock = ScriptedZego([zego(0)]), Clock(deadline=1_700_000_001.0)
     client, _ = client_for(zego_answers, clock)
-    with pytest.raises(ZegoUnavailable) as unavailable:
+    with pytest.raises(OutOfTime):
         client.kick(CALL)
-    assert unavailable.value.timed_out
     assert zego_answers.urls == []
 
 
@@ -397,3 +398,38 @@ def test_a_merged_result_is_split_back_per_message() -> None:
     assert merged.for_users(["u1", "u2"]).kicked_user_ids == ["u1", "u2"]
     assert merged.for_users(["u3"]).kicked_user_ids == ["u3"]
     assert merged.for_users(["u3"]).request_ids == ["rid-0"]
+
+
+# --- pace and secret reads across attempts -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", [zego(660300005), HttpReply(429, b"")])
+def test_any_rate_limit_answer_slows_the_pace(answer: HttpReply) -> None:
+    # GIVEN a paced client whose first call is answered "over the rate limit" (as a ZEGO code or HTTP 429)
+    clock = Clock()
+    gate = Pacer(share=8, clock=lambda: clock.now, sleep=clock.sleep)
+    client, _ = client_for(ScriptedZego([answer, zego(0)]), clock)
+    client.pacer = gate
+    # WHEN the call is retried to success
+    client.kick(CALL)
+    # THEN the pace was halved, then given back a tenth of the share by the success
+    assert gate.rate == pytest.approx(4 + 0.8)
+
+
+def test_no_pacing_slot_before_the_deadline_is_out_of_time_and_asks_zego_nothing() -> None:
+    clock = Clock(deadline=1_700_000_003.0)
+    gate = Pacer(share=0.5, clock=lambda: clock.now, sleep=clock.sleep)
+    assert gate.acquire(max_wait=0)  # someone took the slot: the next is 2 s away, past what is left
+    zego_answers = ScriptedZego([zego(0)])
+    client, _ = client_for(zego_answers, clock)
+    client.pacer = gate
+    with pytest.raises(OutOfTime, match="slot"):
+        client.kick(CALL)
+    assert zego_answers.urls == []
+
+
+def test_only_the_attempt_after_a_rejected_signature_reads_the_secret_past_the_cache() -> None:
+    zego_answers = ScriptedZego([zego(100000005), zego(1), zego(1), zego(0)])
+    client, forced = client_for(zego_answers, Clock())
+    client.kick(CALL)
+    assert forced == [False, True, False, False]

@@ -15,7 +15,7 @@ from cfnlint.decode import cfn_yaml
 
 from kickout_dev.openapi import OPENAPI_PATH, ROOT, document, project_version
 
-ERROR_STATUSES = ["400", "404", "405", "422", "429", "500", "502", "503", "504"]
+ERROR_STATUSES = ["400", "404", "405", "415", "422", "429", "500", "502", "503", "504"]
 
 
 @pytest.fixture(scope="module")
