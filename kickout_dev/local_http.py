@@ -1,11 +1,14 @@
-"""A local front for the function, in place of the API Gateway REST API: HTTP on 127.0.0.1, each request
+r"""A local front for the function, in place of the API Gateway REST API: HTTP on 127.0.0.1, each request
 turned into the proxy event API Gateway sends (the shape of events/api.json) and the function's answer
 turned back into HTTP.
 
     python -m kickout_dev.local_lambda --serve      # in front of the built function, under the emulator
     with LocalApi(invoke) as api: ...               # in front of any callable taking the event (a test)
 
-Then `curl -X POST http://127.0.0.1:3000/kickouts -d '{"room_id": "lobby-7", "user_ids": ["spammer_01"]}'`.
+Then, as JSON (the API answers 415 to curl's default, a form body):
+
+    curl -X POST http://127.0.0.1:3000/kickouts -H 'Content-Type: application/json' \
+        -d '{"room_id": "lobby-7", "user_ids": ["spammer_01"]}'
 
 Unlike API Gateway it checks no SigV4 signature (the stack's AWS_IAM): anyone on this machine may call it,
 which is why it listens on 127.0.0.1 only. Every path and method goes to the function (as API Gateway would
@@ -15,15 +18,15 @@ not), so its own 404 and 405 answers can be seen too; `/v1/kickouts`, the deploy
 from __future__ import annotations
 
 import base64
-import threading
 import time
 from collections.abc import Callable
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from kickout_dev.events import api_event
+from kickout_dev.loopback import LoopbackServer
 
 Invoke = Callable[[dict[str, Any]], Any]
 """Takes the proxy event, returns what the function returned (or Lambda's error document)."""
@@ -86,56 +89,16 @@ def http_answer(response: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     return int(response["statusCode"]), headers, payload
 
 
-class LocalApi:
-    """The front, on 127.0.0.1:<port> (0: any free port), each request served in its own thread."""
+class LocalApi(LoopbackServer):
+    """The front, on 127.0.0.1:<port> (0: any free port), each request served in its own thread; the function
+    answers at `{url}/kickouts`."""
+
+    methods = ("POST", "GET", "PUT", "PATCH", "DELETE", "OPTIONS")
+    thread_name = "local-api"
 
     def __init__(self, invoke: Invoke, *, port: int = 0) -> None:
         self.invoke = invoke
         self._port = port
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> LocalApi:
-        front = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def do_POST(self) -> None:
-                front._serve(self)
-
-            do_GET = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_POST
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="local-api", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
-
-    def __enter__(self) -> LocalApi:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The base URL; the function answers at `{url}/kickouts`."""
-        assert self._server is not None, "start() the front first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def _serve(self, request: BaseHTTPRequestHandler) -> None:
         length = int(request.headers.get("Content-Length") or 0)

@@ -18,9 +18,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+from typing import Any, ClassVar
 from urllib.parse import unquote_plus, urlsplit
+
+from kickout_dev.loopback import LoopbackServer
 
 ALLOWED_ID = re.compile(r"[A-Za-z0-9!#$%&()+\-:;<=.>?@\[\]^_{}|~, ]{1,32}")
 NONCE = re.compile(r"[0-9a-f]{16}")
@@ -81,7 +83,9 @@ class Kickout:
 
 
 @dataclass
-class ZimStandIn:
+class ZimStandIn(LoopbackServer):
+    thread_name: ClassVar[str] = "zim-stand-in"
+
     app_id: int
     server_secret: str
     rooms: dict[str, set[str]] | None = None
@@ -107,48 +111,12 @@ class ZimStandIn:
         self._in_flight = 0
         self._recent: deque[float] = deque()
         self._request_ids = iter(range(343649807833778782, 1 << 63))
-        self._server: ThreadingHTTPServer | None = None
 
-    # --- lifecycle -------------------------------------------------------------------------------------------
-
-    def start(self) -> ZimStandIn:
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in two writes; with Nagle on, the second waits for a delayed ACK (~40 ms).
-            disable_nagle_algorithm = True
-
-            def do_GET(self) -> None:
-                stand_in._serve(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        # A short poll interval: stop() waits for it, and tests start and stop a stand-in each.
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="zim-stand-in", daemon=True
-        ).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> ZimStandIn:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    # --- lifecycle: start, stop, url and the context manager come from LoopbackServer -----------------------
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() the stand-in first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}/"
+        return f"{super().url}/"
 
     def script(self, *faults: Fault) -> None:
         with self._lock:
