@@ -179,6 +179,17 @@ def _run_to_end(args: list[str], *, timeout: float) -> str:
     return text
 
 
+def _terminate(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM a process started here, if it still runs; SIGKILL it if it has not gone after STOP_TIMEOUT."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(STOP_TIMEOUT)
+
+
 def _stop_group(process: subprocess.Popen[Any]) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
@@ -279,13 +290,8 @@ class MotoServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STOP_TIMEOUT)
+        if process is not None:
+            _terminate(process)
 
     def __enter__(self) -> MotoServer:
         return self.start()
@@ -442,13 +448,7 @@ class Emulator:
         process, self._process = self._process, None
         if process is not None:
             runtimes = _children(process.pid)
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(STOP_TIMEOUT)
+            _terminate(process)
             for pid in runtimes:
                 _stop_pid(pid, expect="awslambdaric")
         if self._log is not None:
