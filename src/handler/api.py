@@ -55,7 +55,7 @@ def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if content_type not in ("", "application/json"):
         # Powertools would parse a form body as form fields (curl -d sends one by default) and answer 422 about
         # fields named after the body. A kickout is JSON: say so.
-        service.record_failure(ValueError(content_type), {}, detail=f"unsupported Content-Type {content_type[:60]}")
+        service.record_invalid(f"unsupported Content-Type {content_type[:60]}", {})
         return _unsupported_media_type()
     return app.resolve(event, context)
 
@@ -102,7 +102,7 @@ def _zego(reply: zim.Reply | None) -> dict[str, Any] | None:
 @app.exception_handler(RequestValidationError)
 def invalid_request(error: RequestValidationError) -> Response[dict[str, Any]]:
     problems = field_problems(error.errors())
-    service.record_failure(error, {}, detail="; ".join(f"{p['field']}: {p['problem']}" for p in problems))
+    service.record_invalid("; ".join(f"{p['field']}: {p['problem']}" for p in problems), {})
     if any(issue["type"] == "json_invalid" for issue in error.errors()):
         return _error(HTTPStatus.BAD_REQUEST, "invalid_json", "the request body is not valid JSON")
     fields = sorted({problem["field"] for problem in problems})
@@ -117,7 +117,7 @@ def invalid_request(error: RequestValidationError) -> Response[dict[str, Any]]:
 @app.exception_handler(RecursionError)
 def too_deeply_nested(error: RecursionError) -> Response[dict[str, Any]]:
     # json.loads gives up on bodies nested thousands deep; that is the body's fault, not a crash.
-    service.record_failure(error, {}, detail="body nested too deeply")
+    service.record_invalid("body nested too deeply", {})
     return _error(HTTPStatus.BAD_REQUEST, "invalid_json", "the request body is nested too deeply to be a kickout")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,7 @@ from handler.kickout import (
     coalesce,
     describe_invalid,
 )
-from handler.observability import logger, metrics
+from handler.observability import in_current_trace, logger, metrics
 from handler.pacing import Pacer
 
 if TYPE_CHECKING:
@@ -78,33 +78,38 @@ def settle(records: Sequence[SQSRecord], remaining_seconds: service.RemainingSec
         pacer = _pacer()
     except settings.ConfigurationError as error:
         # Not any message's fault: every one goes back to SQS, to be done once the configuration is fixed.
-        outcomes.update((key, Outcome(error=error)) for key, _ in requests)
+        outcomes.update(_each(requests, error=error))
     else:
-        groups = coalesce(requests)
-        for settled in _workers.map(lambda group: _settle_group(group, remaining_seconds, pacer), groups):
+        settle_group = in_current_trace(partial(_settle_group, remaining_seconds=remaining_seconds, pacer=pacer))
+        for settled in _workers.map(settle_group, coalesce(requests)):
             outcomes.update(settled)
-    for key, request in requests:
-        outcomes[key] = replace(outcomes[key], request=request)
-    answered = [outcome.result for outcome in outcomes.values() if outcome.result is not None]
-    users = sum(len(result.kicked_user_ids) + len(result.absent_user_ids) for result in answered)
-    if users:
-        calls = len({request_id for result in answered for request_id in result.request_ids})
-        metrics.add_metric(name="ZegoCallsPerUser", unit=MetricUnit.Count, value=calls / users)
+    _count_calls_per_user([outcome.result for outcome in outcomes.values() if outcome.result is not None])
     return outcomes
+
+
+def _each(members: Sequence[tuple[str, KickoutRequest]], **fields: Any) -> dict[str, Outcome]:
+    return {key: Outcome(request=request, **fields) for key, request in members}
 
 
 def _settle_group(group: Group, remaining_seconds: service.RemainingSeconds, pacer: Pacer) -> dict[str, Outcome]:
     try:
         merged = service.execute(group.request, remaining_seconds, pacer)
     except ZegoRefused as error:
-        if len(group.members) == 1:
-            return {group.members[0][0]: Outcome(error=error)}
-        merged = None  # one member may be the cause: each gets its own call below
+        if len(group.members) > 1 and error.reply.code in zim.ONE_REQUEST_CODES:
+            # One member's ids may be the cause: each is tried alone, so only that one is refused.
+            return {key: _settle_alone(request, remaining_seconds, pacer) for key, request in group.members}
+        return _each(group.members, error=error)  # the AppId, the secret, the operator: the same for every member
     except (KickoutError, settings.ConfigurationError) as error:
         # Nothing here is any one message's fault (ZEGO down or busy, the secret unreadable): all try again later.
-        return {key: Outcome(error=error) for key, _ in group.members}
-    if merged is not None and (len(group.members) == 1 or _same_for_everyone(merged)):
-        return {key: Outcome(result=merged.for_users(request.user_ids)) for key, request in group.members}
+        return _each(group.members, error=error)
+    except Exception as error:
+        # A bug must cost this group a retry, not the whole batch its partial response.
+        logger.exception("settling a group of messages failed", extra={"room_id": group.request.room_id})
+        return _each(group.members, error=error)
+    if len(group.members) == 1 or _same_for_everyone(merged):
+        return {
+            key: Outcome(request=request, result=merged.for_users(request.user_ids)) for key, request in group.members
+        }
     return {key: _settle_alone(request, remaining_seconds, pacer) for key, request in group.members}
 
 
@@ -117,9 +122,16 @@ def _same_for_everyone(result: KickoutResult) -> bool:
 
 def _settle_alone(request: KickoutRequest, remaining_seconds: service.RemainingSeconds, pacer: Pacer) -> Outcome:
     try:
-        return Outcome(result=service.execute(request, remaining_seconds, pacer))
+        return Outcome(request=request, result=service.execute(request, remaining_seconds, pacer))
     except (KickoutError, settings.ConfigurationError) as error:
-        return Outcome(error=error)
+        return Outcome(request=request, error=error)
+
+
+def _count_calls_per_user(results: Sequence[KickoutResult]) -> None:
+    users = sum(len(result.kicked_user_ids) + len(result.absent_user_ids) for result in results)
+    if users:
+        calls = len({request_id for result in results for request_id in result.request_ids})
+        metrics.add_metric(name="ZegoCallsPerUser", unit=MetricUnit.Count, value=calls / users)
 
 
 def apply_outcome(outcomes: Mapping[str, Outcome], record: SQSRecord) -> None:
@@ -152,11 +164,16 @@ def park(record: SQSRecord, reason: str, detail: str) -> None:
         )
     attributes: dict[str, MessageAttributeValueTypeDef] = {
         "KickoutFailure": {"DataType": "String", "StringValue": reason},
-        "KickoutDetail": {"DataType": "String", "StringValue": detail[:DETAIL_MAX_CHARACTERS] or reason},
+        "KickoutDetail": {"DataType": "String", "StringValue": _printable(detail)[:DETAIL_MAX_CHARACTERS] or reason},
         "SourceMessageId": {"DataType": "String", "StringValue": record.message_id},
     }
     aws_clients.sqs().send_message(QueueUrl=dlq_url, MessageBody=record.body, MessageAttributes=attributes)
     logger.warning("message parked", extra={"message_id": record.message_id, "reason": reason})
+
+
+def _printable(text: str) -> str:
+    """SQS refuses attribute values with control characters (a field name can hold any): escape them."""
+    return "".join(character if character.isprintable() else f"\\x{ord(character):02x}" for character in text)
 
 
 @cache

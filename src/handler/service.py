@@ -7,6 +7,7 @@ merges messages into fewer calls and audits each message on its own.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -14,7 +15,7 @@ from functools import partial
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
-from handler import settings, transport
+from handler import settings, transport, zim
 from handler.kickout import (
     HttpReply,
     KickoutError,
@@ -33,6 +34,7 @@ from handler.pacing import Pacer
 from handler.secret import read_server_secret
 
 RemainingSeconds = Callable[[], float]
+_metrics_lock = threading.Lock()
 
 
 def run(request: KickoutRequest, remaining_seconds: RemainingSeconds) -> KickoutResult:
@@ -100,21 +102,31 @@ def failure_class(error: Exception) -> str:
             return "Secret"
         case settings.ConfigurationError():
             return "Configuration"
-    return "Invalid"
+        case ValidationError():
+            return "Invalid"
+    return "Unexpected"
 
 
-def record_failure(error: Exception, audit: Mapping[str, object], detail: str | None = None) -> None:
-    """The failure line of a kickout, and its counts; `detail` replaces the error's text when that could hold input."""
-    kind = failure_class(error)
+def record_failure(error: Exception, audit: Mapping[str, object]) -> None:
+    """The failure line of a kickout, and its counts."""
+    detail = describe_invalid(error) if isinstance(error, ValidationError) else str(error)
+    _record(failure_class(error), detail, audit, getattr(error, "reply", None))
+
+
+def record_invalid(detail: str, audit: Mapping[str, object]) -> None:
+    """A request refused before it became a kickout; `detail` says why without repeating the input."""
+    _record("Invalid", detail, audit, None)
+
+
+def _record(kind: str, detail: str, audit: Mapping[str, object], reply: zim.Reply | None) -> None:
     metrics.add_metric(name="KickoutRequests", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name=f"Failed{kind}", unit=MetricUnit.Count, value=1)
-    reply = getattr(error, "reply", None)
     logger.warning(
         "kickout failed",
         extra={
             **audit,
             "outcome": kind,
-            "error": detail or (describe_invalid(error) if isinstance(error, ValidationError) else str(error)),
+            "error": detail,
             "zego_code": reply.code if reply else None,
             "zego_request_id": reply.request_id if reply else None,
         },
@@ -129,4 +141,6 @@ def _send_traced(url: str, timeout: float) -> HttpReply:
             return transport.send(url, timeout)
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000
-            metrics.add_metric(name="ZegoLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
+            # The calls of a batch run on threads, and Powertools' add_metric is a read-then-write of a dict.
+            with _metrics_lock:
+                metrics.add_metric(name="ZegoLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms)

@@ -4,6 +4,9 @@ its own fair outcome."""
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import pytest
 
 from kickout_dev.events import sqs_event
 from kickout_dev.sandbox import Sandbox
@@ -68,7 +71,7 @@ def test_a_room_that_does_not_exist_acknowledges_every_merged_member(invoke: Inv
 
 
 def test_users_not_in_the_room_are_acknowledged_per_message(invoke: Invoke, box: Sandbox, printed: Printed) -> None:
-    # GIVEN only u1 is in the room: the merged call kicks u1; asked alone, u2 and u3 are not there
+    # GIVEN only u1 is in the room, and ZEGO answers the merged call "user not in room"; asked alone, u1 is kicked
     box.zim.rooms = {"lobby": {"u1"}}
     box.zim.fault_for = lambda params: Fault.code(660300002) if params.get("UserId[]") == ["u1", "u2", "u3"] else None
     response = invoke(sqs_event(body("lobby", "u1"), body("lobby", "u2"), body("lobby", "u3")))
@@ -76,3 +79,48 @@ def test_users_not_in_the_room_are_acknowledged_per_message(invoke: Invoke, box:
     assert box.zim.kicked_user_ids == ["u1"]
     outcomes = sorted(line["outcome"] for line in printed.logs if line["message"] == "kickout done")
     assert outcomes == ["kicked", "nothing_to_do", "nothing_to_do"]
+
+
+def test_a_refusal_that_holds_for_the_whole_group_is_not_retried_per_message(invoke: Invoke, box: Sandbox) -> None:
+    # GIVEN ZEGO refuses the operator of a group of merged messages (the operator is shared by the group)
+    box.zim.fault_for = lambda params: Fault.code(660500002)
+    bodies = [json.dumps({"room_id": "lobby", "user_ids": [f"u{n}"], "operator_id": "ghost"}) for n in range(3)]
+    # WHEN the batch is settled
+    response = invoke(sqs_event(*bodies))
+    # THEN one call was enough to know: all three are parked, none was tried again alone
+    assert response == {"batchItemFailures": []}
+    assert box.zim.requests_seen == 1
+    assert sorted(message["Body"] for message in box.parked()) == sorted(bodies)
+
+
+def test_a_bug_in_one_group_costs_that_group_a_retry_not_the_batch(
+    invoke: Invoke, box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN settling room "cursed" hits an unexpected error (a bug), room "fine" does not
+    from handler import service
+
+    real_execute = service.execute
+
+    def execute(request: Any, *args: Any, **kwargs: Any) -> Any:
+        if request.room_id == "cursed":
+            raise KeyError("a bug")
+        return real_execute(request, *args, **kwargs)
+
+    monkeypatch.setattr(service, "execute", execute)
+    event = sqs_event(body("cursed", "u1"), body("fine", "u2"))
+    # WHEN the batch is settled
+    response = invoke(event)
+    # THEN only the cursed message goes back to SQS; the other is done
+    assert [item["itemIdentifier"] for item in response["batchItemFailures"]] == [event["Records"][0]["messageId"]]
+    assert box.zim.kicked_user_ids == ["u2"]
+
+
+def test_a_field_name_with_control_characters_is_parked_with_a_printable_detail(invoke: Invoke, box: Sandbox) -> None:
+    poison = json.dumps({"room_id": "r", "user_ids": ["u"], "\u0000\u0007bad": 1})
+    response = invoke(sqs_event(poison))
+    assert response == {"batchItemFailures": []}
+    (parked,) = box.parked()
+    detail = parked["MessageAttributes"]["KickoutDetail"]["StringValue"]
+    assert detail.isprintable()
+    assert "\\x00\\x07bad" in detail
+    assert parked["Body"] == poison
