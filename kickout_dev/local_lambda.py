@@ -39,7 +39,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -336,6 +336,22 @@ class Invocation:
         return None
 
 
+def split_output(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """What the function printed, as Invocation keeps it: its JSON lines apart from any other (blank ones dropped)."""
+    logs: list[dict[str, Any]] = []
+    other: list[str] = []
+    for line in lines:
+        if line.startswith("{"):
+            try:
+                logs.append(json.loads(line))
+                continue
+            except json.JSONDecodeError:
+                pass
+        if line.strip():
+            other.append(line)
+    return logs, other
+
+
 def runtime_client_path(into: Path) -> Path:
     """A directory holding awslambdaric and what it needs (symlinks into this environment), nothing else."""
     into.mkdir(parents=True, exist_ok=True)
@@ -489,22 +505,15 @@ class Emulator:
         while not _finished(text) and time.monotonic() < deadline:
             time.sleep(0.01)
             text = self._read_from(offset)
-        logs: list[dict[str, Any]] = []
-        other: list[str] = []
+        printed: list[str] = []
         request_id = ""
         # "\n" only: the runtime writes a traceback as one line with "\r" between its lines.
         for line in text.split("\n"):
             if line.startswith("START RequestId: "):
                 request_id = line.split()[2]
-            elif line.startswith(("END RequestId: ", "REPORT RequestId: ")):
-                continue
-            elif line.startswith("{"):
-                try:
-                    logs.append(json.loads(line))
-                except json.JSONDecodeError:
-                    other.append(line)
-            elif line.strip():
-                other.append(line)
+            elif not line.startswith(("END RequestId: ", "REPORT RequestId: ")):
+                printed.append(line)
+        logs, other = split_output(printed)
         return Invocation(response=response, logs=logs, other=other, request_id=request_id, seconds=seconds)
 
     def _read_from(self, offset: int) -> str:
@@ -650,7 +659,7 @@ class Case:
 
 
 def demo_cases() -> list[Case]:
-    """The in-process demo's cases (kickout_dev.demo), with what each must give."""
+    """The demo's cases, here and in-process (kickout_dev.demo), with what each must give."""
     invalid = json.dumps(load_event("invalid"))
     return [
         Case("events/api.json: API Gateway POST /kickouts", load_event("api"), lambda i: _status(i) == 200),
@@ -692,7 +701,7 @@ def _status(invocation: Invocation) -> int | None:
 
 
 def describe(invocation: Invocation) -> list[str]:
-    """The response and the function's output, one short line each (as the in-process demo prints them)."""
+    """The response and the function's output, one short line each (the in-process demo's too)."""
     response = invocation.response
     if isinstance(response, dict) and isinstance(response.get("body"), str):
         lines = [f"response: HTTP {response['statusCode']} {response['body']}"]
@@ -718,10 +727,11 @@ def _total(values: list[float] | float) -> str:
     return f"{total:.1f}" if total % 1 else str(int(total))
 
 
-def run_cases(stack: Stack, cases: list[Case]) -> bool:
+def run_cases(invoke: Callable[[Any], Invocation], cases: list[Case]) -> bool:
+    """Invoke each case, print what it gave (described); whether every one gave what it must."""
     ok = True
     for number, case in enumerate(cases):
-        invocation = stack.invoke(case.event)
+        invocation = invoke(case.event)
         cold = ", cold start" if number == 0 else ""
         print(f"\n▶ {case.title} ({invocation.seconds * 1000:.0f} ms{cold})")
         for line in describe(invocation):
@@ -735,15 +745,14 @@ def run_cases(stack: Stack, cases: list[Case]) -> bool:
     return ok
 
 
-def summary(stack: Stack, *, parked_expected: int | None) -> bool:
-    zim = stack.zim
+def summary(zim: ZimStandIn, parked: list[dict[str, Any]], *, parked_expected: int | None) -> bool:
+    """Print what ZEGO's stand-in accepted and refused and what was parked; whether that is as expected."""
     print(f"\nThe ZIM stand-in accepted {len(zim.kickouts)} signed requests and refused {len(zim.refusals)}:")
     for kickout in zim.kickouts:
         by = f", by {kickout.operator_id}" if kickout.operator_id else ""
         print(f"  {kickout.room_id!r}: kicked {', '.join(kickout.user_ids)} (reason {kickout.reason!r}{by})")
     for code, why in zim.refusals:
         print(f"  refused ({code}): {why}")
-    parked = stack.parked()
     print(f"The dead-letter queue holds {len(parked)} parked message(s):")
     for message in parked:
         attributes = message["MessageAttributes"]
@@ -825,9 +834,9 @@ def _main(args: argparse.Namespace) -> int:
         print("    on the artifact alone (not src/, not the .venv)")
         print(f"  - a ZIM server stand-in on {stack.zim.url} that checks signatures and parameters as ZEGO does")
         print(f"  - Secrets Manager and SQS in a moto server on {stack.moto.url}")
-        ok = run_cases(stack, cases)
+        ok = run_cases(stack.invoke, cases)
         if cases:
-            ok = summary(stack, parked_expected=None if args.events else 1) and ok
+            ok = summary(stack.zim, stack.parked(), parked_expected=None if args.events else 1) and ok
             print("\nevery event handled as expected" if ok else "\nlocal_lambda: UNEXPECTED RESULT")
         if args.serve:
             return serve(stack, args.port)
