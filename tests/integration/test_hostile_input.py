@@ -4,7 +4,6 @@ or a call to ZEGO."""
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 from handler.direct import InvalidKickoutRequest
 from kickout_dev.events import api_event, sqs_event
 from kickout_dev.sandbox import Sandbox
+from kickout_dev.zim_server import ALLOWED_ID
 from tests.conftest import Invoke
 
 HOSTILE = settings(
@@ -52,13 +52,25 @@ payloads = st.one_of(
 
 
 def is_valid(payload: Any) -> bool:
-    from handler.kickout import KickoutRequest
+    """The payload rules, written out again apart from the model under test (the ZIM stand-in's id pattern)."""
 
-    try:
-        KickoutRequest.model_validate(payload)
-    except ValueError:
+    def zego_id(value: Any) -> bool:
+        return isinstance(value, str) and ALLOWED_ID.fullmatch(value) is not None
+
+    if not isinstance(payload, dict) or not {"room_id", "user_ids"} <= payload.keys():
         return False
-    return True
+    if payload.keys() - {"room_id", "user_ids", "reason", "operator_id"}:
+        return False
+    users = payload["user_ids"]
+    reason, operator = payload.get("reason"), payload.get("operator_id")
+    return (
+        zego_id(payload["room_id"])
+        and isinstance(users, list)
+        and 1 <= len(users) <= 500
+        and all(zego_id(user) for user in users)
+        and (reason is None or (isinstance(reason, str) and len(reason) <= 1024))
+        and (operator is None or zego_id(operator))
+    )
 
 
 @HOSTILE
@@ -67,7 +79,8 @@ def test_any_invalid_body_gets_a_clean_4xx_and_no_zego_call(invoke: Invoke, box:
     before = box.zim.requests_seen
     response = invoke(api_event(json.dumps(payload)))
     if is_valid(payload):
-        return  # hypothesis found a valid payload: not this test's business
+        assert response["statusCode"] == 200  # hypothesis found a valid payload: it must be kicked
+        return
     assert response["statusCode"] in (400, 422)
     body = json.loads(response["body"])
     assert body["error"] in ("invalid_json", "invalid_request")
@@ -120,6 +133,5 @@ def test_huge_bodies_get_a_clean_4xx(invoke: Invoke, box: Sandbox, size: int) ->
     deep = "[" * 100_000 + "]" * 100_000
     for body in (huge_list, huge_text, deep):
         response = invoke(api_event(body))
-        assert response["statusCode"] in (400, 413, 422), body[:40]
+        assert response["statusCode"] in (400, 422), body[:40]
     assert box.zim.requests_seen == 0
-    assert sys.getrecursionlimit() >= 1000  # nothing lowered it on the way
