@@ -43,7 +43,7 @@ class NothingToKick(Exception):
 
 @app.post(KICKOUTS_PATH, summary="Remove users from a ZIM room", tags=["kickouts"], responses=RESPONSES)
 def create_kickout(request: KickoutRequest) -> KickoutResult:
-    result = service.run(request, _remaining_seconds(app.lambda_context))
+    result = service.run(request, service.remaining_seconds_of(app.lambda_context))
     if not result.kicked_user_ids:
         raise NothingToKick(result)
     return result
@@ -79,12 +79,9 @@ def _unsupported_media_type() -> dict[str, Any]:
     }
 
 
-def _remaining_seconds(context: LambdaContext) -> Any:
-    return lambda: context.get_remaining_time_in_millis() / 1000
-
-
-def _error(status: HTTPStatus, error: str, message: str, **details: Any) -> Response[dict[str, Any]]:
-    headers = details.pop("headers", None)
+def _error(
+    status: HTTPStatus, error: str, message: str, *, headers: dict[str, str] | None = None, **details: Any
+) -> Response[dict[str, Any]]:
     return Response(
         status_code=status,
         content_type=content_types.APPLICATION_JSON,
@@ -128,7 +125,7 @@ def nothing_to_kick(error: NothingToKick) -> Response[dict[str, Any]]:
         HTTPStatus.NOT_FOUND,
         "not_in_room",
         "ZEGO reports that none of the users is in the room (or the room does not exist)",
-        zego={"code": last.code, "message": last.message, "request_id": last.request_id},
+        zego=_zego(zim.Reply(code=last.code, message=last.message, request_id=last.request_id)),
         result=error.result.model_dump(mode="json"),
     )
 

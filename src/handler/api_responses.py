@@ -19,7 +19,7 @@ class ZegoAnswer(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error response's body (documentation only: the handlers below build it as a dict)."""
+    """Every error response's body (documentation only: api.py's handlers build it as a dict)."""
 
     error: str = Field(description="Stable code to branch on; the status's description lists the values.")
     message: str = Field(description="For people; never echoes the request's values.")

@@ -53,7 +53,7 @@ class Pacer:
                 return
             self._slowed_at = now
             self.rate = max(self.floor, self.rate / 2)
-            # push the next slot back too: the requests already queued must not go out at the old pace
+            # the next free slot moves a full new interval away: a retry does not go out at the old pace
             self._next_slot = max(self._next_slot, now) + 1.0 / self.rate
 
     def speed_up(self) -> None:

@@ -60,7 +60,7 @@ class Outcome:
 
 def handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     records = [SQSRecord(raw) for raw in event.get("Records", [])]
-    outcomes = settle(records, lambda: context.get_remaining_time_in_millis() / 1000)
+    outcomes = settle(records, service.remaining_seconds_of(context))
     return process_partial_response(
         event=event, record_handler=partial(apply_outcome, outcomes), processor=processor, context=context
     )

@@ -88,7 +88,7 @@ def server_secret_from(secret_string: str | bytes) -> str:
             raise SecretUnavailable("the secret looks like JSON but does not parse") from None
         value = document.get("ServerSecret") if isinstance(document, dict) else None
         if not isinstance(value, str):
-            raise SecretUnavailable('the secret is JSON without a string "ServerSecret" key') from None
+            raise SecretUnavailable('the secret is JSON without a string "ServerSecret" key')
         text = value.strip()
     if not text:
         raise SecretUnavailable("the secret is empty")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from handler import settings, transport, zim
@@ -35,6 +36,11 @@ from handler.secret import read_server_secret
 
 RemainingSeconds = Callable[[], float]
 _metrics_lock = threading.Lock()
+
+
+def remaining_seconds_of(context: LambdaContext) -> RemainingSeconds:
+    """The invocation's time left, in seconds, as the core asks for it."""
+    return lambda: context.get_remaining_time_in_millis() / 1000
 
 
 def run(request: KickoutRequest, remaining_seconds: RemainingSeconds) -> KickoutResult:

@@ -1,6 +1,6 @@
 """HTTPS GET over one connection pool shared by every invocation of this execution environment.
 
-Knows nothing of ZEGO; never puts the URL (which carries a signature) into an error message.
+Knows nothing of ZEGO's rules; never puts the URL (which carries a signature) into an error message.
 """
 
 from __future__ import annotations

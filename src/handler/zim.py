@@ -63,8 +63,7 @@ def kickout_url(
     endpoint: str, call: KickoutCall, *, app_id: int, server_secret: str, nonce: str, timestamp: int
 ) -> str:
     query = kickout_query(call, app_id=app_id, server_secret=server_secret, nonce=nonce, timestamp=timestamp)
-    separator = "&" if "?" in endpoint else "?"
-    return f"{endpoint}{separator}{query}"
+    return f"{endpoint}?{query}"  # settings refuse an endpoint that has a query of its own
 
 
 def truncate_utf8(text: str, max_bytes: int = REASON_MAX_BYTES) -> str:
