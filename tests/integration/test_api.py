@@ -14,8 +14,8 @@ import pytest
 
 from kickout_dev.events import api_event
 from kickout_dev.sandbox import REGION, SERVER_SECRET, Sandbox, sandbox
-from kickout_dev.zim_server import Fault, ZimStandIn
-from tests.conftest import Invoke, Printed
+from kickout_dev.zim_server import Fault
+from tests.conftest import Invoke, Printed, issued_request_ids
 
 ROTATED_SECRET = "fedcba9876543210fedcba9876543210"
 
@@ -48,20 +48,6 @@ def header(response: dict[str, Any], name: str) -> str | None:
         return value
     values = (response.get("multiValueHeaders") or {}).get(name)
     return ",".join(values) if values else None
-
-
-def issued_request_ids(zim: ZimStandIn, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every RequestId the stand-in puts in a reply, in order (it keeps no record of them itself)."""
-    issued: list[str] = []
-    reply = zim._reply
-
-    def recording_reply(code: int, message: str) -> dict[str, Any]:
-        document = reply(code, message)
-        issued.append(document["RequestId"])
-        return document
-
-    monkeypatch.setattr(zim, "_reply", recording_reply)
-    return issued
 
 
 # --- success ----------------------------------------------------------------------------------------------------

@@ -5,28 +5,12 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from typing import Any
 
 import pytest
 
 from kickout_dev.events import api_event, load_event, sqs_event
 from kickout_dev.sandbox import Sandbox
-from kickout_dev.zim_server import ZimStandIn
-from tests.conftest import Invoke, Printed
-
-
-def issued_request_ids(zim: ZimStandIn, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every RequestId the stand-in puts in a reply, in order (it keeps no record of them itself)."""
-    issued: list[str] = []
-    reply = zim._reply
-
-    def recording_reply(code: int, message: str) -> dict[str, Any]:
-        document = reply(code, message)
-        issued.append(document["RequestId"])
-        return document
-
-    monkeypatch.setattr(zim, "_reply", recording_reply)
-    return issued
+from tests.conftest import Invoke, Printed, issued_request_ids
 
 
 def test_api_event_kicks_its_users_and_answers_with_the_request_id_zego_issued(
