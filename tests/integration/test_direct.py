@@ -57,8 +57,6 @@ def test_zego_unavailable_raises_zego_unavailable_so_the_caller_can_retry(invoke
 
 
 def test_invalid_payload_raises_invalid_kickout_request_naming_the_fields(invoke: Invoke, box: Sandbox) -> None:
-    from handler.direct import InvalidKickoutRequest
-
     # GIVEN a payload with a room id that is too long and a user id with '/'
     payload = {"room_id": "r" * 33, "user_ids": ["ok", "a/b"]}
 
@@ -75,8 +73,6 @@ def test_invalid_payload_raises_invalid_kickout_request_naming_the_fields(invoke
 def test_event_that_is_not_a_payload_raises_invalid_kickout_request_and_nothing_else(
     invoke: Invoke, box: Sandbox, subtests: pytest.Subtests
 ) -> None:
-    from handler.direct import InvalidKickoutRequest
-
     payload = {"room_id": "match-7", "user_ids": ["cheater_1"]}
     events: dict[str, Any] = {
         "list of a payload": [payload],
