@@ -8,6 +8,7 @@ import json
 import logging
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -58,98 +59,114 @@ def assert_nowhere(secrets: list[str], *outputs: str) -> None:
             assert secret not in output
 
 
-@pytest.mark.usefixtures("debug_logger")
-def test_secret_and_signatures_stay_secret_when_all_goes_well(
-    invoke: Invoke,
-    box: Sandbox,
-    printed: Printed,
-    capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
+Output = Callable[[], list[str]]
+
+
+@pytest.fixture
+def everything_output(printed: Printed, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Output:
+    """Reads all the function has written so far: stdout (logs, metrics), stderr and every log record."""
+
+    def read() -> list[str]:
+        captured = capsys.readouterr()  # for stderr; the stdout it takes is in captured.out, not printed.text
+        return [printed.text, captured.out, captured.err, caplog.text]
+
+    return read
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """How ZEGO behaves (it returns the list the stand-in notes signatures in), which sample events are handled,
+    and what they must give: (box, answers by event, parked messages, signatures) -> assertions."""
+
+    given: Callable[[ZimStandIn], list[str]]
+    events: tuple[str, ...]
+    then: Callable[[Sandbox, dict[str, str], list[dict[str, Any]], list[str]], None]
+
+
+def all_goes_well(zim: ZimStandIn) -> list[str]:
+    # GIVEN the stand-in accepts every well-signed request
+    return watch_signatures(zim)
+
+
+def every_request_signed_and_accepted(
+    box: Sandbox, answers: dict[str, str], parked: list[dict[str, Any]], signatures: list[str]
 ) -> None:
-    # GIVEN the stand-in notes every signature it receives, and the function logs at DEBUG
-    signatures = watch_signatures(box.zim)
-
-    # WHEN the API, SQS and direct sample events are handled
-    answers = [outcome(partial(invoke, load_event(name))) for name in ("api", "sqs", "direct")]
-
     # THEN every request was signed and accepted
     assert len(signatures) == len(box.zim.kickouts) == 5
     assert box.zim.refusals == []
-    # AND neither the secret nor any signature appears in what the function printed, logged or answered
-    captured = capsys.readouterr()  # for stderr; the stdout it takes is in captured.out, not printed.text
-    assert_nowhere(
-        [SERVER_SECRET, *signatures],
-        printed.text,
-        captured.out,
-        captured.err,
-        caplog.text,
-        json.dumps(box.parked()),
-        *answers,
-    )
 
 
-def test_secret_and_signatures_stay_secret_when_zego_rejects_the_signature(
-    invoke: Invoke,
-    box: Sandbox,
-    printed: Printed,
-    capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def zego_rejects_the_signature(zim: ZimStandIn) -> list[str]:
     # GIVEN ZEGO's ServerSecret was rotated and Secrets Manager still holds the old one
-    signatures = watch_signatures(box.zim)
-    box.zim.rotate_secret(ROTATED_SECRET)
+    signatures = watch_signatures(zim)
+    zim.rotate_secret(ROTATED_SECRET)
+    return signatures
 
-    # WHEN the API, SQS and direct sample events are handled
-    api, sqs, direct = (outcome(partial(invoke, load_event(name))) for name in ("api", "sqs", "direct"))
 
+def every_kickout_refused_for_its_signature(
+    box: Sandbox, answers: dict[str, str], parked: list[dict[str, Any]], signatures: list[str]
+) -> None:
     # THEN each kickout failed on "signature invalid": a 502, parked messages, a ZegoRefused
-    assert json.loads(api)["statusCode"] == 502
-    assert json.loads(sqs) == {"batchItemFailures": []}
-    assert "ZegoRefused" in direct
-    assert "100000005" in direct
-    parked_messages = box.parked()
-    assert [message["MessageAttributes"]["KickoutFailure"]["StringValue"] for message in parked_messages] == [
-        "zego_refused"
-    ] * 3
-    parked = json.dumps(parked_messages, default=str)
+    assert json.loads(answers["api"])["statusCode"] == 502
+    assert json.loads(answers["sqs"]) == {"batchItemFailures": []}
+    assert "ZegoRefused" in answers["direct"]
+    assert "100000005" in answers["direct"]
+    assert [message["MessageAttributes"]["KickoutFailure"]["StringValue"] for message in parked] == ["zego_refused"] * 3
     assert len(signatures) >= 5
     assert {code for code, _ in box.zim.refusals} == {100000005}
-    # AND the answers, the exception, the DLQ and the logs hold neither the secret nor any signature
-    captured = capsys.readouterr()  # for stderr; the stdout it takes is in captured.out, not printed.text
+
+
+def the_connection_breaks(zim: ZimStandIn) -> list[str]:
+    # GIVEN ZEGO resets every connection, after reading the signed request line
+    return watch_signatures(zim, Fault.reset())
+
+
+def every_kickout_failed_in_transport(
+    box: Sandbox, answers: dict[str, str], parked: list[dict[str, Any]], signatures: list[str]
+) -> None:
+    # THEN both failed as transport failures (502 and ZegoUnavailable), after retries
+    assert json.loads(answers["api"])["statusCode"] == 502
+    assert "ZegoUnavailable" in answers["direct"]
+    assert len(signatures) >= 4
+
+
+@pytest.mark.usefixtures("debug_logger")
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        pytest.param(
+            Scenario(all_goes_well, ("api", "sqs", "direct"), every_request_signed_and_accepted),
+            id="when_all_goes_well",
+        ),
+        pytest.param(
+            Scenario(zego_rejects_the_signature, ("api", "sqs", "direct"), every_kickout_refused_for_its_signature),
+            id="when_zego_rejects_the_signature",
+        ),
+        pytest.param(
+            Scenario(the_connection_breaks, ("api", "direct"), every_kickout_failed_in_transport),
+            id="when_the_connection_breaks",
+        ),
+    ],
+)
+def test_secret_and_signatures_stay_secret(
+    invoke: Invoke, box: Sandbox, everything_output: Output, scenario: Scenario
+) -> None:
+    # GIVEN the function logs at DEBUG; ZEGO behaves as the scenario says, the stand-in noting every signature
+    signatures = scenario.given(box.zim)
+
+    # WHEN the scenario's sample events are handled (the API event, the SQS batch, the direct invoke)
+    answers = {name: outcome(partial(invoke, load_event(name))) for name in scenario.events}
+
+    # THEN they give what the scenario says
+    parked = box.parked()
+    scenario.then(box, answers, parked, signatures)
+    # AND neither secret nor any signature appears in what the function printed, logged, answered or parked
     assert_nowhere(
         [SERVER_SECRET, ROTATED_SECRET, *signatures],
-        printed.text,
-        captured.out,
-        captured.err,
-        caplog.text,
-        parked,
-        api,
-        sqs,
-        direct,
+        *everything_output(),
+        json.dumps(parked, default=str),
+        *answers.values(),
     )
-
-
-def test_secret_and_signatures_stay_secret_when_the_connection_breaks(
-    invoke: Invoke,
-    box: Sandbox,
-    printed: Printed,
-    capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # GIVEN ZEGO resets every connection, after reading the signed request line
-    signatures = watch_signatures(box.zim, Fault.reset())
-
-    # WHEN a kickout is posted and one is invoked directly
-    api = outcome(partial(invoke, load_event("api")))
-    direct = outcome(partial(invoke, load_event("direct")))
-
-    # THEN both failed as transport failures (502 and ZegoUnavailable), after retries
-    assert json.loads(api)["statusCode"] == 502
-    assert "ZegoUnavailable" in direct
-    assert len(signatures) >= 4
-    # AND no error message or log line repeats the signed URL
-    captured = capsys.readouterr()  # for stderr; the stdout it takes is in captured.out, not printed.text
-    assert_nowhere([SERVER_SECRET, *signatures], printed.text, captured.out, captured.err, caplog.text, api, direct)
 
 
 def test_secret_stays_out_of_library_logs_when_lambda_sets_the_root_logger_to_debug(
