@@ -2,7 +2,8 @@
 
 Run by `benchmarks.run` as `python3.13 -c <this file>` in a copy of the artifact (nothing of the repository on
 the path), with the environment the template sets. The secret comes from a moto server, the ZEGO call goes to
-the stand-in. Prints one `BENCH_RESULT {...}` line: wall-clock times, for the parent to subtract its spawn time.
+the stand-in; the Lambda context's attributes come as JSON in BENCH_CONTEXT. Prints one `BENCH_RESULT {...}` line:
+wall-clock times, for the parent to subtract its spawn time.
 """
 
 import time
@@ -13,6 +14,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 from typing import Any  # noqa: E402
 
 from handler.app import lambda_handler  # noqa: E402
@@ -20,20 +22,8 @@ from handler.app import lambda_handler  # noqa: E402
 IMPORTED = time.time()
 
 
-class Context:
-    function_name = "kickout-KickoutFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:eu-central-1:123456789012:function:kickout-KickoutFunction"
-    aws_request_id = "5b6f1c5e-0000-4000-8000-000000000001"
-    log_group_name = "/aws/lambda/kickout-KickoutFunction"
-    log_stream_name = "2026/11/25/[$LATEST]0123456789abcdef"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 20_000
-
-
-result: Any = lambda_handler(json.loads(os.environ["BENCH_EVENT"]), Context())
+context = SimpleNamespace(**json.loads(os.environ["BENCH_CONTEXT"]), get_remaining_time_in_millis=lambda: 20_000)
+result: Any = lambda_handler(json.loads(os.environ["BENCH_EVENT"]), context)
 DONE = time.time()
 assert result["kicked_user_ids"], result
 origins = {name: getattr(sys.modules.get(name), "__file__", None) for name in ("boto3", "aws_lambda_powertools")}

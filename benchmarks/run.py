@@ -34,7 +34,7 @@ import time
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,17 @@ def lambda_python() -> str:
         [python, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True, check=True
     )
     return real.stdout.strip() or python
+
+
+def context_attributes() -> dict[str, Any]:
+    """What the child scripts give the handler as its Lambda context (BENCH_CONTEXT): kickout_dev.sandbox's
+    LambdaContext, which they cannot import (they see the artifact alone), as plain attributes."""
+    context = LambdaContext()
+    return {
+        attribute.name: getattr(context, attribute.name)
+        for attribute in fields(context)
+        if attribute.name not in ("timeout_seconds", "started")
+    }
 
 
 def median(values: Sequence[float]) -> float:
@@ -325,6 +336,7 @@ class Backend:
             AWS_LAMBDA_FUNCTION_MEMORY_SIZE="256",
             AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
             BENCH_EVENT=json.dumps(load_event("direct")),
+            BENCH_CONTEXT=json.dumps(context_attributes()),
         )
         if xray:
             del env["POWERTOOLS_TRACE_DISABLED"]

@@ -1,7 +1,8 @@
 """Warm kickouts through the real handler, against the floor (a bare signed urllib3 GET), then peak RSS.
 
 Run by `benchmarks.run` as `python3.13 -c <this file>` in a copy of the artifact, with the environment the
-template sets (secret in a moto server, ZEGO in the stand-in). Configuration comes as JSON in BENCH_CONFIG.
+template sets (secret in a moto server, ZEGO in the stand-in). Configuration comes as JSON in BENCH_CONFIG, the
+Lambda context's attributes in BENCH_CONTEXT.
 Handler and floor run in alternating blocks on one kept connection each, so drift hits both alike; each call is
 timed on its own and the medians compared. The function's output (logs, EMF) goes to /dev/null. Prints one
 `BENCH_RESULT {...}` line.
@@ -22,23 +23,11 @@ import sysconfig
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
 import urllib3
-
-
-class Context:
-    function_name = "kickout-KickoutFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:eu-central-1:123456789012:function:kickout-KickoutFunction"
-    aws_request_id = "5b6f1c5e-0000-4000-8000-000000000001"
-    log_group_name = "/aws/lambda/kickout-KickoutFunction"
-    log_stream_name = "2026/11/25/[$LATEST]0123456789abcdef"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 20_000
 
 
 def floor_call(endpoint: str, app_id: int, server_secret: str, event: dict[str, Any]) -> Callable[[], None]:
@@ -115,7 +104,7 @@ def main() -> None:
     from handler.app import lambda_handler
 
     event = config["event"]
-    context = Context()
+    context = SimpleNamespace(**json.loads(os.environ["BENCH_CONTEXT"]), get_remaining_time_in_millis=lambda: 20_000)
 
     def handler_call() -> None:
         lambda_handler(event, context)
