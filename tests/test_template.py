@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shlex
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,37 @@ def test_lint_flags_a_broken_copy_of_the_template_on_the_broken_line(tmp_path: P
     # THEN it reports the broken line
     assert matches, "cfn-lint accepted a broken template"
     assert broken_line in {match.linenumber for match in matches}, [str(m) for m in matches]
+
+
+SAM_CLI = ROOT / ".venv-sam" / "bin" / "sam"
+
+
+@pytest.mark.skipif(not SAM_CLI.exists() and not os.environ.get("CI"), reason="the SAM CLI is not installed (make sam)")
+@pytest.mark.parametrize(
+    ("good", "bad", "verdict"),
+    [
+        pytest.param("Runtime: python3.13", "Runtime: python3.13", "is a valid SAM Template", id="the-template"),
+        pytest.param("Runtime: python3.13", "Runtime: python2.7", "E2533", id="retired-runtime"),
+    ],
+)
+def test_the_ci_lint_step_sam_validate_lint_tells_good_from_bad(
+    tmp_path: Path, good: str, bad: str, verdict: str
+) -> None:
+    # GIVEN the template, or a copy with one line broken
+    broken = tmp_path / "template.yaml"
+    broken.write_text(TEMPLATE_PATH.read_text(encoding="utf-8").replace(good, bad, 1), encoding="utf-8")
+    # WHEN `make template-lint`'s command checks it
+    checked = subprocess.run(
+        [str(SAM_CLI), "validate", "--lint", "--template-file", str(broken), "--region", "eu-central-1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    # THEN it passes the template and fails the broken copy, naming the rule
+    assert verdict in checked.stdout + checked.stderr
+    assert (checked.returncode == 0) == (good == bad)
 
 
 # --- function --------------------------------------------------------------
