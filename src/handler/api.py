@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from handler import service, zim
 from handler.api_responses import RESPONSES
 from handler.kickout import (
+    KickoutError,
     KickoutRequest,
     KickoutResult,
     OutOfTime,
@@ -85,9 +86,14 @@ def _error(
     return Response(
         status_code=status,
         content_type=content_types.APPLICATION_JSON,
-        body={"error": error, "message": message, **details},
+        body={"error": error, "message": message, **{name: value for name, value in details.items() if value}},
         headers=headers,
     )
+
+
+def _completed(error: KickoutError) -> list[dict[str, Any]] | None:
+    """The calls answered before a later call of the same request failed: their users are kicked."""
+    return [call.model_dump(mode="json") for call in error.completed] or None
 
 
 def _zego(reply: zim.Reply | None) -> dict[str, Any] | None:
@@ -133,7 +139,7 @@ def nothing_to_kick(error: NothingToKick) -> Response[dict[str, Any]]:
 @app.exception_handler(ZegoRefused)
 def zego_refused(error: ZegoRefused) -> Response[dict[str, Any]]:
     status = HTTPStatus.UNPROCESSABLE_ENTITY if error.reply.code in CALLER_ERROR_CODES else HTTPStatus.BAD_GATEWAY
-    return _error(status, "zego_refused", error.detail, zego=_zego(error.reply))
+    return _error(status, "zego_refused", error.detail, zego=_zego(error.reply), completed_calls=_completed(error))
 
 
 @app.exception_handler(ZegoUnavailable)
@@ -145,9 +151,10 @@ def zego_unavailable(error: ZegoUnavailable) -> Response[dict[str, Any]]:
             error.detail,
             zego=_zego(error.reply),
             headers={"Retry-After": str(RATE_LIMITED_RETRY_AFTER_SECONDS)},
+            completed_calls=_completed(error),
         )
     status = HTTPStatus.GATEWAY_TIMEOUT if error.timed_out else HTTPStatus.BAD_GATEWAY
-    return _error(status, "zego_unavailable", error.detail, zego=_zego(error.reply))
+    return _error(status, "zego_unavailable", error.detail, zego=_zego(error.reply), completed_calls=_completed(error))
 
 
 @app.exception_handler(OutOfTime)
@@ -157,6 +164,7 @@ def out_of_time(error: OutOfTime) -> Response[dict[str, Any]]:
         "out_of_time",
         f"{error}; ZEGO was not called",
         headers={"Retry-After": str(RATE_LIMITED_RETRY_AFTER_SECONDS)},
+        completed_calls=_completed(error),
     )
 
 
@@ -172,6 +180,7 @@ def misconfigured(error: ConfigurationError) -> Response[dict[str, Any]]:
 
 @app.not_found
 def unknown_route(_: NotFoundError) -> Response[dict[str, Any]]:
+    service.record_invalid(f"no route {app.current_event.http_method} {app.current_event.path[:60]}", {})
     if app.current_event.path == KICKOUTS_PATH:
         return _error(
             HTTPStatus.METHOD_NOT_ALLOWED,

@@ -4,7 +4,7 @@ from aws_lambda_powertools.event_handler import content_types
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, Field
 
-from handler.kickout import KickoutResult
+from handler.kickout import CallReport, KickoutResult
 
 
 class FieldProblem(BaseModel):
@@ -26,6 +26,11 @@ class ErrorBody(BaseModel):
     fields: list[FieldProblem] | None = Field(default=None, description="invalid_request: each field, its problem.")
     zego: ZegoAnswer | None = Field(default=None, description="ZEGO's answer, when there was one.")
     result: KickoutResult | None = Field(default=None, description="not_in_room: what ZEGO answered per call.")
+    completed_calls: list[CallReport] | None = Field(
+        default=None,
+        description="A request of over 50 users that failed partway: the calls ZEGO had already answered "
+        "(their users are kicked).",
+    )
 
 
 def _error_response(description: str, headers: dict[str, str] | None = None) -> OpenAPIResponse:

@@ -132,6 +132,13 @@ class KickoutResult(BaseModel):
 class KickoutError(Exception):
     """Base of every failure the entry points map to a response, a parked message or a retry."""
 
+    completed: list[CallReport]
+    """The calls of the same request that ZEGO had already answered when this one failed (more than 50 users)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.completed = []
+
 
 class ZegoRefused(KickoutError):
     """ZEGO refused for good (the return-code table's 'permanent'): retrying cannot help."""
@@ -346,9 +353,13 @@ class ZimClient:
 def kick(request: KickoutRequest, client: ZimClient) -> KickoutResult:
     """Carry out the plan, one call at a time; the first call that fails for good stops the rest."""
     kickout_plan = plan(request)
-    reports = []
+    reports: list[CallReport] = []
     for call in kickout_plan.calls:
-        reply = client.kick(call)
+        try:
+            reply = client.kick(call)
+        except KickoutError as error:
+            error.completed = reports  # those users are kicked all the same: the caller must be able to know
+            raise
         reports.append(
             CallReport(
                 user_ids=list(call.user_ids),

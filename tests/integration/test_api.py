@@ -609,3 +609,17 @@ def test_an_unknown_field_is_named_but_never_more_than_40_characters_of_it(invok
     assert response["statusCode"] == 422
     assert "x" * 40 in response["body"]
     assert "x" * 41 not in response["body"]
+
+
+def test_a_request_that_fails_partway_says_which_users_were_kicked(invoke: Invoke, box: Sandbox) -> None:
+    # GIVEN 60 users (two calls) and ZEGO failing for good on the second call only
+    users = [f"u{index}" for index in range(60)]
+    box.zim.fault_for = lambda params: Fault.code(3) if "u59" in params.get("UserId[]", []) else None
+    # WHEN they are kicked through the API
+    response = invoke(post({"room_id": "lobby-7", "user_ids": users}))
+    # THEN the refusal is reported, with the first call's users, who are kicked all the same
+    assert response["statusCode"] == 502
+    body = body_of(response)
+    assert body["zego"]["code"] == 3
+    assert [call["user_ids"] for call in body["completed_calls"]] == [users[:50]]
+    assert box.zim.kicked_user_ids == users[:50]
