@@ -43,7 +43,7 @@ template-lint: install sam
 unit: install
 	$(VENV)/bin/python -m pytest
 
-# docs/openapi.json from the routes and models in src/handler/api.py; tests/unit/test_openapi.py fails when it drifts.
+# docs/openapi.json from the routes and models in src/handler/api.py; tests/integration/test_openapi.py fails when it drifts.
 openapi: install
 	$(VENV)/bin/python -m kickout_dev.openapi
 
