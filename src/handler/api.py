@@ -162,7 +162,7 @@ def out_of_time(error: OutOfTime) -> Response[dict[str, Any]]:
     return _error(
         HTTPStatus.SERVICE_UNAVAILABLE,
         "out_of_time",
-        f"{error}; ZEGO was not called",
+        f"{error}; " + ("the calls in completed_calls were done" if error.completed else "ZEGO was not called"),
         headers={"Retry-After": str(RATE_LIMITED_RETRY_AFTER_SECONDS)},
         completed_calls=_completed(error),
     )
@@ -178,14 +178,21 @@ def misconfigured(error: ConfigurationError) -> Response[dict[str, Any]]:
     return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "configuration_error", str(error))
 
 
+@app.exception_handler(Exception)
+def unexpected(error: Exception) -> Response[dict[str, Any]]:
+    # service.run has counted and logged it when it came from there; the stack trace is for the logs only.
+    logger.exception("unexpected error")
+    return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "the function failed unexpectedly")
+
+
 @app.not_found
 def unknown_route(_: NotFoundError) -> Response[dict[str, Any]]:
-    service.record_invalid(f"no route {app.current_event.http_method} {app.current_event.path[:60]}", {})
+    service.record_invalid("no such route", {})
     if app.current_event.path == KICKOUTS_PATH:
         return _error(
             HTTPStatus.METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            f"{app.current_event.http_method} is not allowed on {KICKOUTS_PATH}; use POST",
+            f"only POST is allowed on {KICKOUTS_PATH}",
             headers={"Allow": "POST"},
         )
-    return _error(HTTPStatus.NOT_FOUND, "not_found", f"no route {app.current_event.path}; use POST {KICKOUTS_PATH}")
+    return _error(HTTPStatus.NOT_FOUND, "not_found", f"no such route; use POST {KICKOUTS_PATH}")

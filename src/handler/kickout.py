@@ -51,15 +51,26 @@ class KickoutRequest(BaseModel):
 ID_RULE: Final = "1 to 32 characters: ASCII letters, digits, space and !#$%&()+-:;<=.>?@[]^_{}|~,"
 
 
+MAX_PROBLEMS_SHOWN: Final = 20
+"""A body of 100,000 unknown keys must not get an answer of 100,000 problems (Lambda caps responses at 6 MB)."""
+
+
 def field_problems(issues: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     """Field and problem for each validation issue; never the input values (they may be huge or hostile)."""
+    issues = list(issues)
     problems = []
+    if len(issues) > MAX_PROBLEMS_SHOWN:
+        hidden = len(issues) - MAX_PROBLEMS_SHOWN + 1
+        issues = issues[: MAX_PROBLEMS_SHOWN - 1]
+        problems_after = [{"field": "…", "problem": f"and {hidden} more problems"}]
+    else:
+        problems_after = []
     for issue in issues:
         # An unknown field's name is the caller's text: shown, so a typo is found, but never more than 40 characters.
         field_name = ".".join(str(part)[:40] for part in issue["loc"] if part != "body") or "body"
         problem = f"must be {ID_RULE}" if issue["type"] == "string_pattern_mismatch" else str(issue["msg"])
         problems.append({"field": field_name, "problem": problem})
-    return problems
+    return problems + problems_after
 
 
 def describe_invalid(error: ValidationError) -> str:
@@ -203,6 +214,14 @@ class _Failure:
     timed_out: bool = False
     rate_limited: bool = False
 
+    def giving_up(self, attempts: int) -> ZegoUnavailable:
+        return ZegoUnavailable(
+            f"{self.detail}; gave up after {attempts} attempts",
+            reply=self.reply,
+            timed_out=self.timed_out,
+            rate_limited=self.rate_limited,
+        )
+
 
 @dataclass(slots=True)
 class _RetryState:
@@ -211,6 +230,7 @@ class _RetryState:
     secret_reread: bool = False
     force_secret: bool = False
     """Read the secret past the cache on the next attempt only (the one right after a rejected signature)."""
+    last_failure: _Failure | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +268,14 @@ class ZimClient:
             # The secret first: a missing secret must not spend a pacing slot.
             server_secret = self.read_secret(state.force_secret)
             state.force_secret = False
-            outcome = self._attempt(call, server_secret, timeout=self._wait_for_turn())
+            try:
+                timeout = self._wait_for_turn()
+            except OutOfTime:
+                if state.last_failure is None:
+                    raise
+                # ZEGO was asked already: what it said is the news, not that there is no time for another try.
+                raise state.last_failure.giving_up(state.attempts - 1) from None
+            outcome = self._attempt(call, server_secret, timeout=timeout)
             self._adjust_pace(outcome)
             if isinstance(outcome, zim.Reply):
                 judged = self._judge(outcome, state)
@@ -260,15 +287,11 @@ class ZimClient:
 
             # Transient, rate limited or a transport failure. Kicking is idempotent (a user kicked twice is simply
             # not in the room the second time), so retrying a call that may already have reached ZEGO is safe.
+            state.last_failure = outcome
             delay = self._backoff(state.attempts)
             time_left = self.remaining_seconds() - self.policy.safety_margin
             if state.attempts >= self.policy.max_attempts or delay + self.policy.min_request_time > time_left:
-                raise ZegoUnavailable(
-                    f"{outcome.detail}; gave up after {state.attempts} attempts",
-                    reply=outcome.reply,
-                    timed_out=outcome.timed_out,
-                    rate_limited=outcome.rate_limited,
-                )
+                raise outcome.giving_up(state.attempts)
             self.sleep(delay)
 
     def _wait_for_turn(self) -> float:

@@ -31,6 +31,7 @@ from handler.kickout import (
     KickoutError,
     KickoutRequest,
     KickoutResult,
+    OutOfTime,
     ZegoRefused,
     coalesce,
     describe_invalid,
@@ -46,6 +47,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 _workers = ThreadPoolExecutor(max_workers=transport.POOL_SIZE, thread_name_prefix="kickout")
 
 DETAIL_MAX_CHARACTERS = 1000
+PARK_SECONDS_NEEDED = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +62,13 @@ class Outcome:
 
 def handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     records = [SQSRecord(raw) for raw in event.get("Records", [])]
-    outcomes = settle(records, service.remaining_seconds_of(context))
+    remaining_seconds = service.remaining_seconds_of(context)
+    outcomes = settle(records, remaining_seconds)
     return process_partial_response(
-        event=event, record_handler=partial(apply_outcome, outcomes), processor=processor, context=context
+        event=event,
+        record_handler=partial(apply_outcome, outcomes, remaining_seconds),
+        processor=processor,
+        context=context,
     )
 
 
@@ -95,10 +101,10 @@ def _settle_group(group: Group, remaining_seconds: service.RemainingSeconds, pac
     try:
         merged = service.execute(group.request, remaining_seconds, pacer)
     except ZegoRefused as error:
-        if len(group.members) > 1 and error.reply.code in zim.ONE_REQUEST_CODES:
-            # One member's ids may be the cause: each is tried alone, so only that one is refused.
-            return {key: _settle_alone(request, remaining_seconds, pacer) for key, request in group.members}
-        return _each(group.members, error=error)  # the AppId, the secret, the operator: the same for every member
+        if len(group.members) == 1 or error.reply.code in zim.SHARED_CAUSE_CODES:
+            return _each(group.members, error=error)
+        # One member may be the cause: each is tried alone, so that only that one is refused.
+        return {key: _settle_alone(request, remaining_seconds, pacer) for key, request in group.members}
     except (KickoutError, settings.ConfigurationError) as error:
         # Nothing here is any one message's fault (ZEGO down or busy, the secret unreadable): all try again later.
         return _each(group.members, error=error)
@@ -125,6 +131,9 @@ def _settle_alone(request: KickoutRequest, remaining_seconds: service.RemainingS
         return Outcome(request=request, result=service.execute(request, remaining_seconds, pacer))
     except (KickoutError, settings.ConfigurationError) as error:
         return Outcome(request=request, error=error)
+    except Exception as error:
+        logger.exception("settling a message failed", extra={"room_id": request.room_id})
+        return Outcome(request=request, error=error)
 
 
 def _count_calls_per_user(results: Sequence[KickoutResult]) -> None:
@@ -134,13 +143,15 @@ def _count_calls_per_user(results: Sequence[KickoutResult]) -> None:
         metrics.add_metric(name="ZegoCallsPerUser", unit=MetricUnit.Count, value=calls / users)
 
 
-def apply_outcome(outcomes: Mapping[str, Outcome], record: SQSRecord) -> None:
+def apply_outcome(
+    outcomes: Mapping[str, Outcome], remaining_seconds: service.RemainingSeconds, record: SQSRecord
+) -> None:
     """Audit the message, and park it or raise (Powertools reports it failed) as its outcome requires."""
     outcome = outcomes[record.message_id]
     delivery = {"message_id": record.message_id, "receive_count": record.attributes.approximate_receive_count}
     if outcome.invalid is not None:
         service.record_failure(outcome.invalid, delivery)
-        park(record, "invalid_payload", describe_invalid(outcome.invalid))
+        park(record, "invalid_payload", describe_invalid(outcome.invalid), remaining_seconds)
         return
     assert outcome.request is not None
     audit = service.audit_fields(outcome.request, **delivery)
@@ -150,13 +161,16 @@ def apply_outcome(outcomes: Mapping[str, Outcome], record: SQSRecord) -> None:
     assert outcome.error is not None
     service.record_failure(outcome.error, audit)
     if isinstance(outcome.error, ZegoRefused):
-        park(record, "zego_refused", str(outcome.error))
+        park(record, "zego_refused", str(outcome.error), remaining_seconds)
         return
     raise outcome.error
 
 
-def park(record: SQSRecord, reason: str, detail: str) -> None:
+def park(record: SQSRecord, reason: str, detail: str, remaining_seconds: service.RemainingSeconds) -> None:
     """Copy the message, body unchanged, to the dead-letter queue; raises (so SQS keeps it) when that fails."""
+    if remaining_seconds() < PARK_SECONDS_NEEDED:
+        # Killed mid-park, the batch would come back whole and parked messages be parked again: report it instead.
+        raise OutOfTime("no time left in this invocation to park the message")
     dlq_url = settings.current().dlq_url
     if dlq_url is None:
         raise settings.ConfigurationError(

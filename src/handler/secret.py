@@ -21,6 +21,8 @@ CACHE_SECONDS: Final = 300
 
 FORCED_READ_SHARED_SECONDS: Final = 2.0
 """Calls refused together for a rotated secret share one forced read."""
+FAILURE_SHARED_SECONDS: Final = 2.0
+"""Calls waiting on a fetch that failed share its failure (ten threads must not each wait out a slow service)."""
 
 
 @dataclass
@@ -35,6 +37,9 @@ class _Reads:
     lock: threading.Lock = field(default_factory=threading.Lock)
     fetched_at: float = float("-inf")
     forced_at: float = float("-inf")
+    failure: SecretUnavailable | None = None
+    """The last fetch's failure, handed to the calls that waited for it rather than each fetching again."""
+    failed_at: float = float("-inf")
 
 
 _reads = _Reads()
@@ -46,10 +51,16 @@ def read_server_secret(secret_id: str, force_fetch: bool = False) -> str:
         force_fetch = force_fetch and now - _reads.forced_at > FORCED_READ_SHARED_SECONDS
         if not force_fetch and now - _reads.fetched_at < CACHE_SECONDS:
             raw = _get_secret(secret_id, force_fetch=False)
+        elif _reads.failure is not None and now - _reads.failed_at < FAILURE_SHARED_SECONDS:
+            raise _reads.failure
         else:
-            with tracer.provider.in_subsegment("## read ServerSecret"):
-                raw = _get_secret(secret_id, force_fetch=force_fetch)
-            _reads.fetched_at = now
+            try:
+                with tracer.provider.in_subsegment("## read ServerSecret"):
+                    raw = _get_secret(secret_id, force_fetch=force_fetch)
+            except SecretUnavailable as failure:
+                _reads.failure, _reads.failed_at = failure, time.monotonic()
+                raise
+            _reads.fetched_at, _reads.failure = now, None
             _reads.forced_at = now if force_fetch else _reads.forced_at
     return server_secret_from(raw)
 

@@ -19,7 +19,6 @@ from pydantic import ValidationError
 from handler import settings, transport, zim
 from handler.kickout import (
     HttpReply,
-    KickoutError,
     KickoutRequest,
     KickoutResult,
     OutOfTime,
@@ -47,8 +46,8 @@ def run(request: KickoutRequest, remaining_seconds: RemainingSeconds) -> Kickout
     audit = audit_fields(request)
     try:
         result = execute(request, remaining_seconds)
-    except (KickoutError, settings.ConfigurationError) as error:
-        record_failure(error, audit)
+    except Exception as error:
+        record_failure(error, audit)  # an unexpected one too: counted FailedUnexpected, then raised
         raise
     record_success(result, audit)
     return result

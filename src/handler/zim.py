@@ -18,9 +18,9 @@ SIGNATURE_VERSION = "2.0"
 MAX_USERS_PER_CALL = 50
 REASON_MAX_BYTES = 32
 ROOM_DOES_NOT_EXIST = 660300001
-ONE_REQUEST_CODES = frozenset({2, 660000002, 660000012})
-"""Refusals that the ids of one request can cause (parameter errors, a user id too long): when messages were
-merged into one call, only these are worth trying again one message at a time."""
+SHARED_CAUSE_CODES = frozenset({3, 100000001, 100000005, 100000016, 100000017, 660500002})
+"""Refusals whose cause every message merged into one call shares (auth, AppId, ServerSecret, the app's setup,
+the operator, which is part of what merges them): retrying the messages one by one would only be refused again."""
 
 
 def sign(app_id: int, nonce: str, server_secret: str, timestamp: int) -> str:

@@ -623,3 +623,25 @@ def test_a_request_that_fails_partway_says_which_users_were_kicked(invoke: Invok
     assert body["zego"]["code"] == 3
     assert [call["user_ids"] for call in body["completed_calls"]] == [users[:50]]
     assert box.zim.kicked_user_ids == users[:50]
+
+
+def test_an_unexpected_error_is_a_json_500_that_says_nothing_of_it(
+    invoke: Invoke, box: Sandbox, printed: Printed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handler import service
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise KeyError("internal detail")
+
+    monkeypatch.setattr(service, "execute", broken)
+    response = invoke(post({"room_id": "lobby-7", "user_ids": ["spammer_01"]}))
+    assert response["statusCode"] == 500
+    assert body_of(response)["error"] == "internal_error"
+    assert "internal detail" not in response["body"]
+    assert printed.metric("FailedUnexpected") == 1
+
+
+def test_an_unknown_path_is_not_echoed(invoke: Invoke, box: Sandbox) -> None:
+    response = invoke(api_event(None, method="GET", path="/<script>alert(1)</script>"))
+    assert response["statusCode"] == 404
+    assert "script" not in response["body"]

@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 import pytest
 
-from kickout_dev.events import sqs_record
+from kickout_dev.events import sqs_event, sqs_record
 from kickout_dev.sandbox import REGION, Sandbox
 from kickout_dev.zim_server import Fault
 from tests.conftest import Invoke, Printed
@@ -267,4 +267,14 @@ def test_malformed_configuration_sends_every_message_back_to_sqs_without_raising
     # and each failure is audited and counted
     assert failed_ids(response) == {"first", "second"}
     assert printed.metric("FailedConfiguration") == 2
+    assert box.parked() == []
+
+
+def test_a_message_there_is_no_time_left_to_park_goes_back_to_sqs(invoke: Invoke, box: Sandbox) -> None:
+    # GIVEN a poison message and an invocation with under a second left
+    event = sqs_event("not json")
+    # WHEN the batch is handled
+    response = invoke(event, timeout_seconds=0.8)
+    # THEN it is not parked half-way: SQS keeps it, and the next delivery parks it
+    assert [item["itemIdentifier"] for item in response["batchItemFailures"]] == [event["Records"][0]["messageId"]]
     assert box.parked() == []

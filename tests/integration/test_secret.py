@@ -95,3 +95,33 @@ def test_concurrent_first_reads_fetch_once(stored_secret: Sandbox, monkeypatch: 
     # THEN all get it, and Secrets Manager was asked once
     assert secrets == [SERVER_SECRET] * 10
     assert fetches == [stored_secret.secret_arn]
+
+
+def test_concurrent_reads_of_a_missing_secret_share_one_failed_fetch(
+    stored_secret: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the secret is gone, and a spy on the provider's real fetch
+    boto3.client("secretsmanager", region_name=REGION).delete_secret(
+        SecretId=stored_secret.secret_arn, ForceDeleteWithoutRecovery=True
+    )
+    fetches: list[str] = []
+    real_get = SecretsProvider._get
+
+    def counting_get(self: SecretsProvider, name: str, **options: Any) -> Any:
+        fetches.append(name)
+        return real_get(self, name, **options)
+
+    monkeypatch.setattr(SecretsProvider, "_get", counting_get)
+
+    def read(_: int) -> str:
+        try:
+            return read_server_secret(stored_secret.secret_arn)
+        except SecretUnavailable as unavailable:
+            return str(unavailable)
+
+    # WHEN ten calls of a batch need it at once
+    with ThreadPoolExecutor(max_workers=10) as workers:
+        answers = list(workers.map(read, range(10)))
+    # THEN each is told why, and Secrets Manager was asked once (a slow one is waited out once, not ten times)
+    assert all("ResourceNotFoundException" in answer for answer in answers)
+    assert fetches == [stored_secret.secret_arn]

@@ -24,6 +24,7 @@ from handler.kickout import (
     ZimClient,
     coalesce,
     describe_invalid,
+    field_problems,
     kick,
     plan,
 )
@@ -433,3 +434,26 @@ def test_only_the_attempt_after_a_rejected_signature_reads_the_secret_past_the_c
     client, forced = client_for(zego_answers, Clock())
     client.kick(CALL)
     assert forced == [False, True, False, False]
+
+
+def test_running_out_of_time_after_zego_answered_reports_what_zego_said() -> None:
+    # GIVEN ZEGO busy on the first attempt, and then no time left for a second
+    clock = Clock(deadline=1_700_000_003.0)
+    zego_answers = ScriptedZego([zego(1), zego(0)])
+    client, _ = client_for(zego_answers, clock)
+    client.sleep = lambda seconds: setattr(clock, "now", clock.deadline - 1.6)  # the backoff ate the time
+    # WHEN the call gives up
+    with pytest.raises(ZegoUnavailable) as unavailable:
+        client.kick(CALL)
+    # THEN it is ZEGO's answer that is reported (not "no time to call ZEGO": ZEGO was called)
+    assert unavailable.value.reply is not None
+    assert unavailable.value.reply.code == 1
+    assert len(zego_answers.urls) == 1
+
+
+def test_a_flood_of_problems_is_summarised_after_twenty() -> None:
+    with pytest.raises(ValidationError) as refused:
+        KickoutRequest.model_validate({**GOOD, **{f"extra{index}": 1 for index in range(1000)}})
+    problems = field_problems(refused.value.errors())
+    assert len(problems) == 20
+    assert problems[-1] == {"field": "…", "problem": "and 981 more problems"}
