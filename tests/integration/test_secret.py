@@ -79,16 +79,21 @@ def test_forced_reads_close_together_share_one_fetch(stored_secret: Sandbox) -> 
     assert read_server_secret(stored_secret.secret_arn, force_fetch=True) == "rotated-once"
 
 
-def test_concurrent_first_reads_fetch_once(stored_secret: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    # GIVEN a spy on the provider's real fetch (it still reaches moto)
-    fetches: list[str] = []
+@pytest.fixture
+def fetches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names Secrets Manager is really asked for: a spy on the provider's fetch, which still reaches moto."""
+    asked: list[str] = []
     real_get = SecretsProvider._get
 
     def counting_get(self: SecretsProvider, name: str, **options: Any) -> Any:
-        fetches.append(name)
+        asked.append(name)
         return real_get(self, name, **options)
 
     monkeypatch.setattr(SecretsProvider, "_get", counting_get)
+    return asked
+
+
+def test_concurrent_first_reads_fetch_once(stored_secret: Sandbox, fetches: list[str]) -> None:
     # WHEN ten calls of a batch read the secret at once, on a cold cache
     with ThreadPoolExecutor(max_workers=10) as workers:
         secrets = list(workers.map(lambda _: read_server_secret(stored_secret.secret_arn), range(10)))
@@ -98,20 +103,12 @@ def test_concurrent_first_reads_fetch_once(stored_secret: Sandbox, monkeypatch: 
 
 
 def test_concurrent_reads_of_a_missing_secret_share_one_failed_fetch(
-    stored_secret: Sandbox, monkeypatch: pytest.MonkeyPatch
+    stored_secret: Sandbox, fetches: list[str]
 ) -> None:
-    # GIVEN the secret is gone, and a spy on the provider's real fetch
+    # GIVEN the secret is gone
     boto3.client("secretsmanager", region_name=REGION).delete_secret(
         SecretId=stored_secret.secret_arn, ForceDeleteWithoutRecovery=True
     )
-    fetches: list[str] = []
-    real_get = SecretsProvider._get
-
-    def counting_get(self: SecretsProvider, name: str, **options: Any) -> Any:
-        fetches.append(name)
-        return real_get(self, name, **options)
-
-    monkeypatch.setattr(SecretsProvider, "_get", counting_get)
 
     def read(_: int) -> str:
         try:
