@@ -65,7 +65,8 @@ def policy_statements(template: Template) -> list[dict[str, Any]]:
     statements: list[dict[str, Any]] = []
     for policy in function["Policies"]:
         if isinstance(policy, dict) and "Statement" in policy:
-            statements.extend(policy["Statement"])
+            # a conditional statement counts as granted: the tests must hold when its condition does
+            statements.extend(statement.get("Fn::If", [None, statement])[1] for statement in policy["Statement"])
     return statements
 
 
@@ -213,6 +214,19 @@ def test_secret_policy_covers_only_the_secret_parameter(template: Template) -> N
     assert secret_policies == [{"SecretArn": {"Ref": "ZegoSecretArn"}}]
     for statement in policy_statements(template):
         assert not any(str(action).startswith("secretsmanager:") for action in as_list(statement["Action"]))
+
+
+def test_kms_decrypt_only_for_the_given_key_and_only_through_secrets_manager(template: Template) -> None:
+    decrypts = [statement for statement in policy_statements(template) if "kms:Decrypt" in as_list(statement["Action"])]
+    assert len(decrypts) == 1
+    assert decrypts[0]["Resource"] == {"Ref": "ZegoSecretKmsKeyArn"}
+    assert decrypts[0]["Condition"]["StringEquals"]["kms:ViaService"] == {
+        "Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"
+    }
+    assert template["Parameters"]["ZegoSecretKmsKeyArn"]["Default"] == ""
+    assert template["Conditions"]["DecryptWithSecretKmsKey"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ZegoSecretKmsKeyArn"}, ""]}]
+    }
 
 
 def test_send_message_is_allowed_only_on_the_dead_letter_queue(template: Template) -> None:
