@@ -98,8 +98,8 @@ def reset_function_state() -> None:
     from handler import aws_clients, queue, secret, settings  # imported late: the handler must see the sandbox's env
 
     settings.current.cache_clear()
-    secret.clear_cache()
-    aws_clients.forget()
+    secret.clear_cache()  # the secrets client and its cache with it
+    aws_clients.sqs.cache_clear()
     queue._pacer.cache_clear()
 
 

@@ -30,9 +30,3 @@ def secrets_provider() -> SecretsProvider:
 def sqs() -> SQSClient:
     # Created on first use: most invocations never park a message, and a client costs cold-start time.
     return boto3.client("sqs", config=CLIENT_CONFIG)
-
-
-def forget() -> None:
-    """Drop the clients and the secret cache with them (tests; a process whose AWS endpoint changed)."""
-    secrets_provider.cache_clear()
-    sqs.cache_clear()
