@@ -47,10 +47,11 @@ from typing import IO, TYPE_CHECKING, Any
 import boto3
 
 from kickout_dev.events import api_event, load_event, sqs_event
-from kickout_dev.sandbox import APP_ID, REGION, SECRET_NAME, SERVER_SECRET, function_environment
+from kickout_dev.sandbox import APP_ID, REGION, SECRET_NAME, SERVER_SECRET, create_state_table, function_environment
 from kickout_dev.zim_server import ZimStandIn
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
     from mypy_boto3_sqs.client import SQSClient
 
@@ -301,6 +302,9 @@ class MotoServer:
 
     def sqs(self) -> SQSClient:
         return boto3.client("sqs", **self._client_arguments())
+
+    def dynamodb(self) -> DynamoDBClient:
+        return boto3.client("dynamodb", **self._client_arguments())
 
     def secretsmanager(self) -> SecretsManagerClient:
         return boto3.client("secretsmanager", **self._client_arguments())
@@ -633,6 +637,7 @@ def running(tools: Tools, artifact: Path, *, rooms: dict[str, set[str]] | None =
             Name=SECRET_NAME, SecretString=json.dumps({"ServerSecret": SERVER_SECRET})
         )["ARN"]
         dlq_url = moto.sqs().create_queue(QueueName="kickout-dlq")["QueueUrl"]
+        create_state_table(moto.dynamodb())
         environ = function_environment(
             endpoint=zim.url, secret_arn=secret_arn, dlq_url=dlq_url, queue_rate_per_second=config.queue_rate_per_second
         )

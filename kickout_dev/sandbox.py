@@ -24,6 +24,7 @@ APP_ID = 1234567890
 # Not a real secret: the stand-in's ServerSecret, 32 hex characters like ZEGO's.
 SERVER_SECRET = "0123456789abcdef0123456789abcdef"
 SECRET_NAME = "kickout/zego-server-secret"
+STATE_TABLE = "kickout-state"
 
 
 @dataclass
@@ -69,6 +70,17 @@ class Sandbox:
         )
 
 
+def create_state_table(dynamodb: Any, name: str = STATE_TABLE) -> str:
+    """The template's KickoutStateTable: key `id`, on demand."""
+    dynamodb.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return name
+
+
 def function_environment(
     *, endpoint: str, secret_arn: str, dlq_url: str, queue_rate_per_second: float = 1000.0
 ) -> dict[str, str]:
@@ -90,6 +102,7 @@ def function_environment(
         "ZEGO_API_ENDPOINT": endpoint,
         "KICKOUT_DLQ_URL": dlq_url,
         "KICKOUT_QUEUE_RATE_PER_SECOND": str(queue_rate_per_second),
+        "KICKOUT_STATE_TABLE": STATE_TABLE,
     }
 
 
@@ -100,6 +113,7 @@ def reset_function_state() -> None:
     settings.current.cache_clear()
     secret.clear_cache()  # the secrets client and its cache with it
     aws_clients.sqs.cache_clear()
+    aws_clients.dynamodb.cache_clear()
     queue._pacer.cache_clear()
 
 
@@ -127,6 +141,7 @@ def sandbox(
                 else json.dumps({"ServerSecret": SERVER_SECRET}),
             )["ARN"]
             dlq_url = boto3.client("sqs", region_name=REGION).create_queue(QueueName="kickout-dlq")["QueueUrl"]
+            create_state_table(boto3.client("dynamodb", region_name=REGION))
             environ = function_environment(
                 endpoint=zim.url, secret_arn=secret_arn, dlq_url=dlq_url, queue_rate_per_second=queue_rate_per_second
             )

@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.config import Config
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_sqs.client import SQSClient
 
 CLIENT_CONFIG: Final = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 2})
@@ -30,3 +31,9 @@ def secrets_provider() -> SecretsProvider:
 def sqs() -> SQSClient:
     # Created on first use: most invocations never park a message, and a client costs cold-start time.
     return boto3.client("sqs", config=CLIENT_CONFIG)
+
+
+@cache
+def dynamodb() -> DynamoDBClient:
+    """The fleet's shared state (KICKOUT_STATE_TABLE); created on the first call that needs it."""
+    return boto3.client("dynamodb", config=CLIENT_CONFIG)

@@ -14,6 +14,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 DEFAULT_ENDPOINT = "https://zim-api.zego.im/"
 DEFAULT_QUEUE_RATE_PER_SECOND = 9.0
 """This environment's share of ZEGO's 20 requests/s: the template runs at most 2 queue environments."""
+DEFAULT_ZEGO_RATE_LIMIT = 20.0
+"""ZEGO's KickoutRoomUser limit per AppId, calls per second."""
 
 
 class ConfigurationError(Exception):
@@ -50,6 +52,8 @@ class Settings(BaseModel):
     endpoint: Annotated[str, AfterValidator(_checked_endpoint)] = DEFAULT_ENDPOINT
     dlq_url: Annotated[str, Field(min_length=1)] | None = None
     queue_rate_per_second: Annotated[float, Field(gt=0, le=1000)] = DEFAULT_QUEUE_RATE_PER_SECOND
+    state_table: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    zego_rate_limit: Annotated[float, Field(gt=0, le=1000)] = DEFAULT_ZEGO_RATE_LIMIT
 
 
 _VARIABLES = {
@@ -58,6 +62,8 @@ _VARIABLES = {
     "endpoint": "ZEGO_API_ENDPOINT",
     "dlq_url": "KICKOUT_DLQ_URL",
     "queue_rate_per_second": "KICKOUT_QUEUE_RATE_PER_SECOND",
+    "state_table": "KICKOUT_STATE_TABLE",
+    "zego_rate_limit": "ZEGO_RATE_LIMIT_PER_SECOND",
 }
 
 
