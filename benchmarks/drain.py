@@ -27,7 +27,7 @@ DEADLINE_SECONDS = 120.0
 def main() -> None:
     first, count = int(sys.argv[1]), int(sys.argv[2])
     rate = float(os.environ["KICKOUT_QUEUE_RATE_PER_SECOND"])
-    with sandbox(queue_rate_per_second=rate):
+    with sandbox(rate_limit_per_second=rate):
         os.environ["ZEGO_API_ENDPOINT"] = os.environ["BENCH_ENDPOINT"]
         from handler import settings
         from handler.app import lambda_handler

@@ -111,7 +111,7 @@ def moto_server() -> Iterator[str]:
     """`python -m moto.server` on a loopback port, stopped by its handle."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "kickout_dev.moto_server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -320,7 +320,7 @@ class Backend:
         """The variables template.yaml and the Lambda runtime set; X-Ray on as `Tracing: Active` has it, or off
         (POWERTOOLS_TRACE_DISABLED, still in Lambda: outside it the X-Ray SDK builds a sampling client at import)."""
         env = function_environment(
-            endpoint=self.zim.url, secret_arn=self.secret_arn, dlq_url=self.dlq_url, queue_rate_per_second=9
+            endpoint=self.zim.url, secret_arn=self.secret_arn, dlq_url=self.dlq_url, rate_limit_per_second=20
         )
         env.update(
             PATH=os.environ.get("PATH", "/usr/bin:/bin"),
@@ -684,7 +684,7 @@ def measure_batch(report: Report) -> None:
             ratio <= 0.15,
         )
     )
-    with sandbox(queue_rate_per_second=9) as box, quiet():
+    with sandbox(rate_limit_per_second=20) as box, quiet():
         box.zim.latency = latency
         paced = timed_batches(lambda_handler, 2, "paced")
     report.add(

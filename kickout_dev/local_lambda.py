@@ -231,7 +231,7 @@ class FunctionConfig:
 
     timeout: int
     memory: int
-    queue_rate_per_second: float
+    rate_limit_per_second: float
     log_level: str
 
 
@@ -244,7 +244,7 @@ def function_config() -> FunctionConfig:
     return FunctionConfig(
         timeout=int(function["Timeout"]),
         memory=int(function["MemorySize"]),
-        queue_rate_per_second=float(parameters["QueueRatePerEnvironment"]["Default"]),
+        rate_limit_per_second=float(parameters["ZegoRateLimitPerSecond"]["Default"]),
         log_level=str(parameters["LogLevel"]["Default"]),
     )
 
@@ -272,7 +272,7 @@ class MotoServer:
         deadline = time.monotonic() + START_TIMEOUT
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+                [sys.executable, "-m", "kickout_dev.moto_server", "-H", "127.0.0.1", "-p", "0"],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -639,7 +639,7 @@ def running(tools: Tools, artifact: Path, *, rooms: dict[str, set[str]] | None =
         dlq_url = moto.sqs().create_queue(QueueName="kickout-dlq")["QueueUrl"]
         create_state_table(moto.dynamodb())
         environ = function_environment(
-            endpoint=zim.url, secret_arn=secret_arn, dlq_url=dlq_url, queue_rate_per_second=config.queue_rate_per_second
+            endpoint=zim.url, secret_arn=secret_arn, dlq_url=dlq_url, rate_limit_per_second=config.rate_limit_per_second
         )
         environ["POWERTOOLS_LOG_LEVEL"] = config.log_level
         environ |= lambda_environment(

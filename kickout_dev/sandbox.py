@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 from moto import mock_aws
 
+from kickout_dev.moto_server import make_dynamodb_updates_atomic
 from kickout_dev.zim_server import ZimStandIn
 
 REGION = "eu-central-1"
@@ -82,11 +83,11 @@ def create_state_table(dynamodb: Any, name: str = STATE_TABLE) -> str:
 
 
 def function_environment(
-    *, endpoint: str, secret_arn: str, dlq_url: str, queue_rate_per_second: float = 1000.0
+    *, endpoint: str, secret_arn: str, dlq_url: str, rate_limit_per_second: float = 1000.0
 ) -> dict[str, str]:
     """The variables template.yaml gives the function, plus fake credentials for moto.
 
-    The queue's pace defaults to 1000/s here, so that tests of other things are not held to ZEGO's 20/s.
+    ZEGO's limit defaults to 1000/s here, so that tests of other things are not held to ZEGO's 20/s.
     """
     return {
         "AWS_DEFAULT_REGION": REGION,
@@ -101,20 +102,21 @@ def function_environment(
         "ZEGO_SECRET_ID": secret_arn,
         "ZEGO_API_ENDPOINT": endpoint,
         "KICKOUT_DLQ_URL": dlq_url,
-        "KICKOUT_QUEUE_RATE_PER_SECOND": str(queue_rate_per_second),
         "KICKOUT_STATE_TABLE": STATE_TABLE,
+        "ZEGO_RATE_LIMIT_PER_SECOND": str(rate_limit_per_second),
+        "KICKOUT_FALLBACK_RATE_PER_SECOND": str(rate_limit_per_second / 10),
     }
 
 
 def reset_function_state() -> None:
     """Forget what the function cached at module level: settings, the secret, the SQS client."""
-    from handler import aws_clients, queue, secret, settings  # imported late: the handler must see the sandbox's env
+    from handler import aws_clients, secret, service, settings  # imported late: the handler must see the sandbox's env
 
     settings.current.cache_clear()
     secret.clear_cache()  # the secrets client and its cache with it
     aws_clients.sqs.cache_clear()
     aws_clients.dynamodb.cache_clear()
-    queue._pacer.cache_clear()
+    service.forget_budget()
 
 
 @contextmanager
@@ -123,12 +125,13 @@ def sandbox(
     rooms: dict[str, set[str]] | None = None,
     secret_string: str | None = None,
     max_requests_per_second: int | None = None,
-    queue_rate_per_second: float = 1000.0,
+    rate_limit_per_second: float = 1000.0,
 ) -> Iterator[Sandbox]:
     saved = dict(os.environ)
     os.environ.update(
         {"AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     )
+    make_dynamodb_updates_atomic()
     try:
         with (
             mock_aws(),
@@ -143,7 +146,7 @@ def sandbox(
             dlq_url = boto3.client("sqs", region_name=REGION).create_queue(QueueName="kickout-dlq")["QueueUrl"]
             create_state_table(boto3.client("dynamodb", region_name=REGION))
             environ = function_environment(
-                endpoint=zim.url, secret_arn=secret_arn, dlq_url=dlq_url, queue_rate_per_second=queue_rate_per_second
+                endpoint=zim.url, secret_arn=secret_arn, dlq_url=dlq_url, rate_limit_per_second=rate_limit_per_second
             )
             os.environ.update(environ)
             reset_function_state()

@@ -12,12 +12,11 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from handler import zim
-from handler.pacing import Pacer
 
 MAX_USERS_PER_REQUEST: Final = 500
 """Ten ZEGO calls at most: at the fleet's share of ZEGO's 20 requests/s that still fits one invocation."""
@@ -201,6 +200,22 @@ class TransportFailure(Exception):
         self.timed_out = timed_out
 
 
+class RateGate(Protocol):
+    """Spaces ZEGO calls within ZEGO's rate limit (the fleet's budget, or a local pace)."""
+
+    def acquire(self, max_wait: float) -> bool:
+        """Wait for this call's turn; False when it would come later than `max_wait` seconds."""
+        ...
+
+    def slow_down(self) -> None:
+        """ZEGO answered "over the rate limit"."""
+        ...
+
+    def speed_up(self) -> None:
+        """ZEGO answered a call."""
+        ...
+
+
 Send = Callable[[str, float], HttpReply]
 """send(url, timeout_seconds) -> HttpReply; raises TransportFailure."""
 ReadSecret = Callable[[bool], str]
@@ -258,8 +273,8 @@ class ZimClient:
     new_nonce: Callable[[], str] = lambda: secrets.token_hex(8)
     sleep: Callable[[float], None] = time.sleep
     jitter: Callable[[], float] = random.random
-    pacer: Pacer | None = None
-    """Spaces this environment's calls (the queue path); None sends at once (the API path)."""
+    pacer: RateGate | None = None
+    """Spaces the calls within ZEGO's rate limit; None sends at once."""
 
     def kick(self, call: zim.KickoutCall) -> zim.Reply:
         state = _RetryState()
@@ -301,7 +316,7 @@ class ZimClient:
             raise OutOfTime("no time left in this invocation to call ZEGO")
         if self.pacer is not None:
             if not self.pacer.acquire(max_wait=time_left - self.policy.min_request_time):
-                raise OutOfTime("no slot in this environment's share of ZEGO's rate limit before the deadline")
+                raise OutOfTime("no slot in ZEGO's rate budget before the deadline")
             time_left = self.remaining_seconds() - self.policy.safety_margin
         return min(self.policy.request_timeout, time_left)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -26,6 +26,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from handler import aws_clients, service, settings, transport, zim
+from handler.budget import Lane
 from handler.kickout import (
     Group,
     KickoutError,
@@ -37,7 +38,6 @@ from handler.kickout import (
     describe_invalid,
 )
 from handler.observability import in_current_trace, logger, metrics
-from handler.pacing import Pacer
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
@@ -81,12 +81,12 @@ def settle(records: Sequence[SQSRecord], remaining_seconds: service.RemainingSec
         except ValidationError as error:
             outcomes[record.message_id] = Outcome(invalid=error)
     try:
-        pacer = _pacer()
+        settings.current()
     except settings.ConfigurationError as error:
         # Not any message's fault: every one goes back to SQS, to be done once the configuration is fixed.
         outcomes.update(_each(requests, error=error))
     else:
-        settle_group = in_current_trace(partial(_settle_group, remaining_seconds=remaining_seconds, pacer=pacer))
+        settle_group = in_current_trace(partial(_settle_group, remaining_seconds=remaining_seconds))
         for settled in _workers.map(settle_group, coalesce(requests)):
             outcomes.update(settled)
     _count_calls_per_user([outcome.result for outcome in outcomes.values() if outcome.result is not None])
@@ -97,14 +97,14 @@ def _each(members: Sequence[tuple[str, KickoutRequest]], **fields: Any) -> dict[
     return {key: Outcome(request=request, **fields) for key, request in members}
 
 
-def _settle_group(group: Group, remaining_seconds: service.RemainingSeconds, pacer: Pacer) -> dict[str, Outcome]:
+def _settle_group(group: Group, remaining_seconds: service.RemainingSeconds) -> dict[str, Outcome]:
     try:
-        merged = service.execute(group.request, remaining_seconds, pacer)
+        merged = service.execute(group.request, remaining_seconds, Lane.QUEUE)
     except ZegoRefused as error:
         if len(group.members) == 1 or error.reply.code in zim.SHARED_CAUSE_CODES:
             return _each(group.members, error=error)
         # One member may be the cause: each is tried alone, so that only that one is refused.
-        return {key: _settle_alone(request, remaining_seconds, pacer) for key, request in group.members}
+        return {key: _settle_alone(request, remaining_seconds) for key, request in group.members}
     except (KickoutError, settings.ConfigurationError) as error:
         # Nothing here is any one message's fault (ZEGO down or busy, the secret unreadable): all try again later.
         return _each(group.members, error=error)
@@ -116,7 +116,7 @@ def _settle_group(group: Group, remaining_seconds: service.RemainingSeconds, pac
         return {
             key: Outcome(request=request, result=merged.for_users(request.user_ids)) for key, request in group.members
         }
-    return {key: _settle_alone(request, remaining_seconds, pacer) for key, request in group.members}
+    return {key: _settle_alone(request, remaining_seconds) for key, request in group.members}
 
 
 def _same_for_everyone(result: KickoutResult) -> bool:
@@ -126,9 +126,9 @@ def _same_for_everyone(result: KickoutResult) -> bool:
     )
 
 
-def _settle_alone(request: KickoutRequest, remaining_seconds: service.RemainingSeconds, pacer: Pacer) -> Outcome:
+def _settle_alone(request: KickoutRequest, remaining_seconds: service.RemainingSeconds) -> Outcome:
     try:
-        return Outcome(request=request, result=service.execute(request, remaining_seconds, pacer))
+        return Outcome(request=request, result=service.execute(request, remaining_seconds, Lane.QUEUE))
     except (KickoutError, settings.ConfigurationError) as error:
         return Outcome(request=request, error=error)
     except Exception as error:
@@ -188,9 +188,3 @@ def park(record: SQSRecord, reason: str, detail: str, remaining_seconds: service
 def _printable(text: str) -> str:
     """SQS refuses attribute values with control characters (a field name can hold any): escape them."""
     return "".join(character if character.isprintable() else f"\\x{ord(character):02x}" for character in text)
-
-
-@cache
-def _pacer() -> Pacer:
-    """One pacer per execution environment, shared by the batches it runs one after the other."""
-    return Pacer(share=settings.current().queue_rate_per_second)

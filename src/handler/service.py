@@ -10,18 +10,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from functools import partial
+from functools import cache, partial
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from handler import settings, transport, zim
+from handler import aws_clients, settings, transport, zim
+from handler.budget import DynamoSlotBook, FleetBudget, Lane
 from handler.kickout import (
     HttpReply,
     KickoutRequest,
     KickoutResult,
     OutOfTime,
+    RateGate,
     SecretUnavailable,
     ZegoRefused,
     ZegoUnavailable,
@@ -43,9 +45,10 @@ def remaining_seconds_of(context: LambdaContext) -> RemainingSeconds:
 
 
 def run(request: KickoutRequest, remaining_seconds: RemainingSeconds) -> KickoutResult:
+    """One kickout a caller waits for (API, direct invoke): audited, counted, first in line for ZEGO's budget."""
     audit = audit_fields(request)
     try:
-        result = execute(request, remaining_seconds)
+        result = execute(request, remaining_seconds, Lane.API)
     except Exception as error:
         record_failure(error, audit)  # an unexpected one too: counted FailedUnexpected, then raised
         raise
@@ -53,7 +56,7 @@ def run(request: KickoutRequest, remaining_seconds: RemainingSeconds) -> Kickout
     return result
 
 
-def execute(request: KickoutRequest, remaining_seconds: RemainingSeconds, pacer: Pacer | None = None) -> KickoutResult:
+def execute(request: KickoutRequest, remaining_seconds: RemainingSeconds, lane: Lane) -> KickoutResult:
     """The ZEGO calls of one request, unaudited; raises KickoutError or ConfigurationError."""
     config = settings.current()
     client = ZimClient(
@@ -62,9 +65,57 @@ def execute(request: KickoutRequest, remaining_seconds: RemainingSeconds, pacer:
         read_secret=partial(read_server_secret, config.secret_id),
         send=_send_traced,
         remaining_seconds=remaining_seconds,
-        pacer=pacer,
+        pacer=budget(lane),
     )
-    return kick(request, client)
+    result = kick(request, client)
+    with _metrics_lock:
+        for call in result.calls:
+            metrics.add_metric(name="UsersPerCall", unit=MetricUnit.Count, value=len(call.user_ids))
+    return result
+
+
+@cache
+def budget(lane: Lane) -> RateGate:
+    """This environment's gate to ZEGO's fleet-wide rate budget, one per lane."""
+    config = settings.current()
+    return FleetBudget(
+        book=DynamoSlotBook(client=aws_clients.dynamodb, table=config.state_table, key=f"budget#{config.app_id}"),
+        limit=config.zego_rate_limit,
+        lane=lane,
+        fallback=_local_pace(),
+        observe=_observe_budget,
+    )
+
+
+@cache
+def _local_pace() -> Pacer:
+    """The pace both lanes share while the budget's store fails: this environment's safe share, alone."""
+    return Pacer(share=settings.current().fallback_rate_per_second)
+
+
+def forget_budget() -> None:
+    """Drop the budget's gates (tests, and a process whose configuration changed)."""
+    budget.cache_clear()
+    _local_pace.cache_clear()
+
+
+_BUDGET_METRICS: dict[str, tuple[str, MetricUnit, float]] = {
+    "slot_wait": ("BudgetWait", MetricUnit.Milliseconds, 1000.0),
+    "store_calls": ("BudgetStoreCalls", MetricUnit.Count, 1.0),
+    "store_error": ("BudgetStoreErrors", MetricUnit.Count, 1.0),
+    "stale_slot": ("BudgetSlotsDropped", MetricUnit.Count, 1.0),
+}
+
+
+def _observe_budget(event: str, value: float) -> None:
+    name, unit, scale = _BUDGET_METRICS[event]
+    with _metrics_lock:
+        metrics.add_metric(name=name, unit=unit, value=value * scale)
+    if event == "store_error":
+        logger.warning(
+            "rate budget store unavailable: pacing this environment alone",
+            extra={"fallback_rate_per_second": settings.current().fallback_rate_per_second},
+        )
 
 
 def audit_fields(request: KickoutRequest, **context: object) -> dict[str, object]:
@@ -149,3 +200,4 @@ def _send_traced(url: str, timeout: float) -> HttpReply:
             # The calls of a batch run on threads, and Powertools' add_metric is a read-then-write of a dict.
             with _metrics_lock:
                 metrics.add_metric(name="ZegoLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
+                metrics.add_metric(name="ZegoCalls", unit=MetricUnit.Count, value=1)

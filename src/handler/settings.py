@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_ENDPOINT = "https://zim-api.zego.im/"
-DEFAULT_QUEUE_RATE_PER_SECOND = 9.0
-"""This environment's share of ZEGO's 20 requests/s: the template runs at most 2 queue environments."""
+DEFAULT_FALLBACK_RATE_PER_SECOND = 1.9
+"""This environment's pace while the budget's store fails: x the most environments it may run <= ZEGO's limit."""
 DEFAULT_ZEGO_RATE_LIMIT = 20.0
 """ZEGO's KickoutRoomUser limit per AppId, calls per second."""
 
@@ -51,8 +51,8 @@ class Settings(BaseModel):
     secret_id: Annotated[str, Field(min_length=1)]
     endpoint: Annotated[str, AfterValidator(_checked_endpoint)] = DEFAULT_ENDPOINT
     dlq_url: Annotated[str, Field(min_length=1)] | None = None
-    queue_rate_per_second: Annotated[float, Field(gt=0, le=1000)] = DEFAULT_QUEUE_RATE_PER_SECOND
-    state_table: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    state_table: Annotated[str, Field(min_length=3, max_length=255)]
+    fallback_rate_per_second: Annotated[float, Field(gt=0, le=1000)] = DEFAULT_FALLBACK_RATE_PER_SECOND
     zego_rate_limit: Annotated[float, Field(gt=0, le=1000)] = DEFAULT_ZEGO_RATE_LIMIT
 
 
@@ -61,8 +61,8 @@ _VARIABLES = {
     "secret_id": "ZEGO_SECRET_ID",
     "endpoint": "ZEGO_API_ENDPOINT",
     "dlq_url": "KICKOUT_DLQ_URL",
-    "queue_rate_per_second": "KICKOUT_QUEUE_RATE_PER_SECOND",
     "state_table": "KICKOUT_STATE_TABLE",
+    "fallback_rate_per_second": "KICKOUT_FALLBACK_RATE_PER_SECOND",
     "zego_rate_limit": "ZEGO_RATE_LIMIT_PER_SECOND",
 }
 

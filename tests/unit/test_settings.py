@@ -6,7 +6,7 @@ import pytest
 
 from handler.settings import DEFAULT_ENDPOINT, ConfigurationError, settings_from
 
-MINIMAL = {"ZEGO_APP_ID": "1234567890", "ZEGO_SECRET_ID": "kickout/zego"}
+MINIMAL = {"ZEGO_APP_ID": "1234567890", "ZEGO_SECRET_ID": "kickout/zego", "KICKOUT_STATE_TABLE": "kickout-state"}
 
 
 def test_minimal_configuration_uses_the_unified_endpoint() -> None:
@@ -22,6 +22,9 @@ def test_minimal_configuration_uses_the_unified_endpoint() -> None:
     [
         ({"ZEGO_SECRET_ID": "s"}, "ZEGO_APP_ID: is not set"),
         ({"ZEGO_APP_ID": "1"}, "ZEGO_SECRET_ID: is not set"),
+        ({"ZEGO_APP_ID": "1", "ZEGO_SECRET_ID": "s"}, "KICKOUT_STATE_TABLE: is not set"),
+        ({**MINIMAL, "ZEGO_RATE_LIMIT_PER_SECOND": "0"}, "ZEGO_RATE_LIMIT_PER_SECOND"),
+        ({**MINIMAL, "KICKOUT_FALLBACK_RATE_PER_SECOND": "-1"}, "KICKOUT_FALLBACK_RATE_PER_SECOND"),
         ({**MINIMAL, "ZEGO_APP_ID": "abc"}, "ZEGO_APP_ID"),
         ({**MINIMAL, "ZEGO_APP_ID": "0"}, "ZEGO_APP_ID"),
         ({**MINIMAL, "ZEGO_APP_ID": str(2**32)}, "ZEGO_APP_ID"),

@@ -1,0 +1,309 @@
+"""ZEGO's rate limit as one budget for the whole fleet, kept in DynamoDB.
+
+ZEGO allows `limit` KickoutRoomUser calls per second per AppId, whichever execution environment sends them. So
+every call books a slot first: a moment at which it may leave. Slots lie `1 / (limit * (1 - margin))` apart on
+one timeline, kept as one item of KickoutStateTable (`next_slot`, the first slot nobody holds). A booking is one
+atomic UpdateItem, `next_slot = next_slot + count * interval`: DynamoDB applies concurrent updates one after the
+other, so no two calls ever hold the same slot, and a busy budget has no race to lose and nothing to retry. One
+round trip books a block: as many slots as this environment has calls waiting.
+
+Why slots rather than leased shares of the rate (Doorman): a lease must be sized before the demand is known, so
+an idle API's lease is wasted and a 500-user API request outgrows it; slots go to whoever asks, in order, and a
+block booking costs at most one store round trip per call (0.1 when ten calls wait).
+
+The API comes first: a caller is waiting on it. The queue books only while the next free slot lies within
+`horizon` of now, and the API books regardless, so at most `horizon` of queue work ever stands between an API
+call and ZEGO, and an idle API costs the queue nothing.
+
+ZEGO's window is unforgiving: the margin keeps the spacing a few percent wider than ZEGO's limit (a call that
+leaves a little late must not make a second hold 21 calls), a slot found stale is dropped rather than used late,
+and the first call of an idle budget leaves a couple of store round trips ahead, so that it cannot be overtaken
+by a call booked just after it.
+
+When the store fails (unreachable, throttled, slow), this environment paces itself alone at `fallback`, a share
+small enough that every environment the function may run stays under ZEGO's limit together, counts the failure,
+and asks the store again STORE_RETRY_SECONDS later.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from handler.pacing import Pacer
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+MARGIN: Final = 0.04
+"""Slots are 4 % wider than ZEGO's limit: twenty of them span 1.04 s, so a call may leave 40 ms late."""
+QUEUE_HORIZON: Final = 0.5
+"""The queue books no slot further ahead than this: the most an API call waits behind the queue, in seconds."""
+MAX_LATENESS: Final = 0.02
+"""A slot this late when its call would leave is dropped, not used: a late call crowds the next second."""
+STORE_RETRY_SECONDS: Final = 5.0
+"""After a store failure, this environment paces itself alone this long before asking the store again."""
+MIN_LEAD: Final = 0.01
+"""The least lead of the first slot of an idle budget, in seconds (else two store round trips)."""
+STATE_TTL_SECONDS: Final = 86_400
+"""The budget's item expires a day after its last booking (DynamoDB TTL): an AppId no longer used leaves nothing."""
+API_MAX_BLOCK: Final = 10
+"""The most slots an API environment books at once: the calls of one 500-user request."""
+
+
+class Lane(StrEnum):
+    API = "api"
+    """A caller is waiting (the API, a direct invoke): book at once, whatever the queue holds."""
+    QUEUE = "queue"
+    """Work that can wait: book only within the horizon, leaving the rest to the API."""
+
+
+class StoreUnavailable(Exception):
+    """The budget's store could not be asked (not a refusal: the condition failing is an answer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Booked:
+    first: float
+    """The first booked slot (Unix time); the others follow at the interval."""
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    next_free: float
+    """The first slot nobody holds, later than the caller would book."""
+
+
+class SlotBook(Protocol):
+    """Where the fleet's timeline of slots lives."""
+
+    def book(self, count: int, interval: float, *, now: float, latest: float, lead: float) -> Booked | Busy:
+        """Book `count` slots from the next free one if it is no later than `latest`; raises StoreUnavailable."""
+        ...
+
+
+def _micros(seconds: float) -> str:
+    return str(round(seconds * 1_000_000))
+
+
+def _seconds(attribute: Any) -> float:
+    return int(attribute["N"]) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class DynamoSlotBook:
+    """The timeline as one DynamoDB item: `next_slot` in Unix microseconds, `expiration` for the table's TTL."""
+
+    client: Callable[[], DynamoDBClient]
+    table: str
+    key: str
+
+    def book(self, count: int, interval: float, *, now: float, latest: float, lead: float) -> Booked | Busy:
+        span = _micros(count * interval)
+        expiration = {"N": str(int(now) + STATE_TTL_SECONDS)}
+        for _ in range(3):
+            # The usual case while the budget is busy: take the next `count` slots behind everyone else's.
+            taken = self._update(
+                "SET next_slot = next_slot + :span, expiration = :expiration",
+                "next_slot BETWEEN :now AND :latest",
+                {":span": {"N": span}, ":now": {"N": _micros(now)}, ":latest": {"N": _micros(latest)}},
+                expiration,
+            )
+            if taken.held:
+                return Booked(first=taken.next_slot - count * interval)
+            if taken.next_slot > latest:
+                return Busy(next_free=taken.next_slot)
+            # Idle (the next free slot is past) or never used: a new run of slots starts a little ahead of now.
+            start = now + lead
+            started = self._update(
+                "SET next_slot = :next, expiration = :expiration",
+                "attribute_not_exists(next_slot) OR next_slot < :now",
+                {":next": {"N": _micros(start + count * interval)}, ":now": {"N": _micros(now)}},
+                expiration,
+            )
+            if started.held:
+                return Booked(first=start)
+            # Another environment started the run between our two calls: book behind it.
+        raise StoreUnavailable("the budget's item changed under every booking")
+
+    def _update(self, expression: str, condition: str, values: dict[str, Any], expiration: Any) -> _Answer:
+        try:
+            answer = self.client().update_item(
+                TableName=self.table,
+                Key={"id": {"S": self.key}},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeValues={**values, ":expiration": expiration},
+                ReturnValues="UPDATED_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if code != "ConditionalCheckFailedException":
+                raise StoreUnavailable(f"DynamoDB answered {code}") from None
+            old: dict[str, Any] = dict(error.response.get("Item") or {})  # type: ignore[call-overload]
+            return _Answer(held=False, next_slot=_seconds(old["next_slot"]) if "next_slot" in old else float("-inf"))
+        except BotoCoreError as error:
+            raise StoreUnavailable(f"DynamoDB could not be reached ({type(error).__name__})") from None
+        return _Answer(held=True, next_slot=_seconds(answer["Attributes"]["next_slot"]))
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    held: bool
+    """The condition held and the update was made."""
+    next_slot: float
+    """After the update; or the value that failed the condition (-inf: the item has none)."""
+
+
+Observe = Callable[[str, float], None]
+"""observe(event, value): `slot_wait` (seconds), `store_calls`, `store_error`, `stale_slot`."""
+
+
+def _ignore(_event: str, _value: float) -> None:
+    return None
+
+
+@dataclass
+class FleetBudget:
+    """One lane's gate in this execution environment: ZimClient calls `acquire` before each attempt.
+
+    The threads of a batch share it: the first one without a slot books for every thread then waiting, and hands
+    the others their slots, so a batch of ten calls costs one store round trip, not ten.
+    """
+
+    book: SlotBook
+    limit: float
+    lane: Lane
+    fallback: Pacer
+    observe: Observe = _ignore
+    margin: float = MARGIN
+    horizon: float = QUEUE_HORIZON
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    _reserve: deque[float] = field(init=False, default_factory=deque)
+    _waiting: int = field(init=False, default=0)
+    _booking: bool = field(init=False, default=False)
+    _retry_at: float = field(init=False, default=float("-inf"))
+    _store_failed_at: float = field(init=False, default=float("-inf"))
+    _round_trip: float = field(init=False, default=0.0)
+    _widen: float = field(init=False, default=1.0)
+    _lock: threading.Condition = field(init=False, default_factory=threading.Condition)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two slots of the fleet, as this environment books them (wider after a rate limit)."""
+        return self._widen / (self.limit * (1 - self.margin))
+
+    def acquire(self, max_wait: float) -> bool:
+        """Wait for this call's slot; False (and no slot used) when none comes within `max_wait` seconds."""
+        started = self.clock()
+        deadline = started + max_wait
+        with self._lock:
+            self._waiting += 1
+            try:
+                slot = self._take(deadline)
+            finally:
+                self._waiting -= 1
+        if slot is None:
+            return False
+        if isinstance(slot, _PaceLocally):
+            return self.fallback.acquire(max(0.0, deadline - self.clock()))
+        wait = slot - self.clock()
+        if wait > 0:
+            self.sleep(wait)
+        self.observe("slot_wait", self.clock() - started)
+        return True
+
+    def slow_down(self) -> None:
+        """ZEGO said "over the limit" (someone else uses the AppId, or a clock is off): book wider slots."""
+        with self._lock:
+            self._widen = min(8.0, self._widen * 2)
+        self.fallback.slow_down()
+
+    def speed_up(self) -> None:
+        with self._lock:
+            self._widen = max(1.0, self._widen * 0.9)
+        self.fallback.speed_up()
+
+    def _take(self, deadline: float) -> float | _PaceLocally | None:
+        """This call's slot, `_PACE_LOCALLY` while the store fails, or None when no slot comes before `deadline`."""
+        while True:
+            now = self.clock()
+            while self._reserve and self._reserve[0] < now - MAX_LATENESS:
+                self._reserve.popleft()
+                self.observe("stale_slot", 1)
+            if self._reserve:
+                return self._reserve.popleft() if self._reserve[0] <= deadline else None
+            if now - self._store_failed_at < STORE_RETRY_SECONDS:
+                return _PACE_LOCALLY
+            if self._booking:
+                # Another thread is booking for this one too: its answer comes within a store round trip.
+                if deadline <= now:
+                    return None
+                self._lock.wait(deadline - now)
+                continue
+            if now < self._retry_at:
+                # The queue's horizon is full until then.
+                if self._retry_at > deadline:
+                    return None
+                self._lock.release()
+                try:
+                    self.sleep(self._retry_at - now)
+                finally:
+                    self._lock.acquire()
+                continue
+            self._book_for_waiting(now, deadline)
+
+    def _book_for_waiting(self, now: float, deadline: float) -> None:
+        """Book one block for every thread now waiting; called with the lock held, released for the round trip."""
+        self._booking = True
+        count = min(self._waiting, self._max_block())
+        interval = self.interval
+        latest = deadline if self.lane is Lane.API else min(deadline, now + self.horizon)
+        lead = max(MIN_LEAD, 2 * self._round_trip)
+        self._lock.release()
+        began = time.monotonic()
+        try:
+            outcome: Booked | Busy | StoreUnavailable = self.book.book(
+                count, interval, now=now, latest=latest, lead=lead
+            )
+        except StoreUnavailable as failure:
+            outcome = failure
+        finally:
+            elapsed = time.monotonic() - began
+            self._lock.acquire()
+            self._booking = False
+            self._lock.notify_all()
+        self.observe("store_calls", 1)
+        match outcome:
+            case Booked(first=first):
+                self._round_trip = elapsed if self._round_trip == 0 else 0.8 * self._round_trip + 0.2 * elapsed
+                self._reserve.extend(first + index * interval for index in range(count))
+            case Busy(next_free=next_free):
+                # The queue's horizon is full: come back when the slot at its end is about to be taken.
+                self._retry_at = next_free - (self.horizon if self.lane is Lane.QUEUE else 0.0)
+                if self._retry_at <= now:
+                    self._retry_at = now + interval
+            case StoreUnavailable():
+                self._store_failed_at = now
+                self.observe("store_error", 1)
+
+    def _max_block(self) -> int:
+        if self.lane is Lane.API:
+            return API_MAX_BLOCK
+        return max(1, int(self.horizon / self.interval))
+
+
+class _PaceLocally:
+    """What `_take` gives while the store is failing: the caller paces on the local fallback instead."""
+
+
+_PACE_LOCALLY: Final = _PaceLocally()

@@ -1,0 +1,273 @@
+"""ZEGO's rate limit as one fleet-wide budget: slots booked in DynamoDB (moto), the API first, a safe local pace
+when the store fails."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from handler.budget import (
+    MARGIN,
+    MIN_LEAD,
+    QUEUE_HORIZON,
+    STORE_RETRY_SECONDS,
+    Booked,
+    Busy,
+    DynamoSlotBook,
+    FleetBudget,
+    Lane,
+    StoreUnavailable,
+)
+from handler.pacing import Pacer
+from kickout_dev.moto_server import make_dynamodb_updates_atomic
+from kickout_dev.sandbox import REGION, create_state_table
+
+LIMIT = 20.0
+INTERVAL = 1 / (LIMIT * (1 - MARGIN))
+
+
+@dataclass
+class Clock:
+    """Simulated time: sleeping moves it on, nothing waits for real."""
+
+    now: float = 1_800_000_000.0
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+
+
+@dataclass
+class Events:
+    seen: list[tuple[str, float]] = field(default_factory=list)
+
+    def __call__(self, event: str, value: float) -> None:
+        self.seen.append((event, value))
+
+    def count(self, event: str) -> int:
+        return sum(1 for name, _ in self.seen if name == event)
+
+
+@pytest.fixture
+def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    for name, value in {
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    make_dynamodb_updates_atomic()
+    with mock_aws():
+        yield create_state_table(boto3.client("dynamodb", region_name=REGION))
+
+
+def slot_book(table: str) -> DynamoSlotBook:
+    client = boto3.client("dynamodb", region_name=REGION)
+    return DynamoSlotBook(client=lambda: client, table=table, key="budget#1234567890")
+
+
+def gate(
+    book: DynamoSlotBook, lane: Lane, clock: Clock, events: Events | None = None, fallback_share: float = 1.0
+) -> FleetBudget:
+    return FleetBudget(
+        book=book,
+        limit=LIMIT,
+        lane=lane,
+        fallback=Pacer(share=fallback_share, clock=lambda: clock.now, sleep=clock.sleep),
+        observe=events or Events(),
+        clock=lambda: clock.now,
+        sleep=clock.sleep,
+    )
+
+
+def most_in_any_second(times: list[float]) -> int:
+    ordered = sorted(times)
+    return max(sum(1 for other in ordered[index:] if other - start < 1.0) for index, start in enumerate(ordered))
+
+
+def test_two_environments_share_one_timeline_of_slots_spaced_wider_than_zegos_limit(table: str) -> None:
+    # GIVEN two environments' queue gates on one table
+    clock = Clock()
+    first, second = gate(slot_book(table), Lane.QUEUE, clock), gate(slot_book(table), Lane.QUEUE, clock)
+    # WHEN they take turns for 100 calls
+    sent = []
+    for index in range(100):
+        assert (first if index % 2 else second).acquire(max_wait=10)
+        sent.append(clock.now)
+    # THEN no two calls share a moment, none is closer than the interval, and no second holds more than 20
+    gaps = [later - earlier for earlier, later in zip(sent, sent[1:], strict=False)]
+    assert min(gaps) >= INTERVAL - 1e-6
+    assert most_in_any_second(sent) <= LIMIT
+
+
+def test_the_first_call_of_an_idle_budget_leaves_a_little_ahead_of_now(table: str) -> None:
+    clock = Clock()
+    api = gate(slot_book(table), Lane.API, clock)
+    started = clock.now
+    assert api.acquire(max_wait=1)
+    assert clock.now - started >= MIN_LEAD - 1e-6
+    # and a budget idle for a while starts over from now, not from its old slots
+    clock.now += 60
+    restarted = clock.now
+    assert api.acquire(max_wait=1)
+    assert MIN_LEAD - 1e-6 <= clock.now - restarted < 0.1
+
+
+def test_the_queue_books_no_further_ahead_than_its_horizon_and_the_api_goes_first(table: str) -> None:
+    # GIVEN a queue environment that booked everything its horizon allows (its calls have not left yet)
+    clock = Clock()
+    book = slot_book(table)
+    queue_booked = 0
+    while isinstance(book.book(1, INTERVAL, now=clock.now, latest=clock.now + QUEUE_HORIZON, lead=0.01), Booked):
+        queue_booked += 1
+    assert queue_booked == pytest.approx(QUEUE_HORIZON / INTERVAL, abs=2)
+    # WHEN more queue work and an API call ask for slots at this same moment
+    queue = gate(book, Lane.QUEUE, clock)
+    api = gate(book, Lane.API, clock)
+    frozen = clock.now
+    queue_had_one = queue.acquire(max_wait=0.05)
+    clock.now = frozen
+    api_had_one = api.acquire(max_wait=5)
+    # THEN the queue waits for the horizon to move on, while the API's slot comes right after the horizon
+    assert not queue_had_one
+    assert api_had_one
+    assert clock.now - frozen <= QUEUE_HORIZON + 2 * INTERVAL
+
+
+def test_a_busy_answer_names_the_next_free_slot_and_books_nothing(table: str) -> None:
+    clock = Clock()
+    book = slot_book(table)
+    first = book.book(5, INTERVAL, now=clock.now, latest=clock.now + 10, lead=0.01)
+    assert isinstance(first, Booked)
+    busy = book.book(1, INTERVAL, now=clock.now, latest=clock.now, lead=0.01)
+    assert isinstance(busy, Busy)
+    assert busy.next_free == pytest.approx(first.first + 5 * INTERVAL, abs=1e-5)
+    after = book.book(1, INTERVAL, now=clock.now, latest=clock.now + 10, lead=0.01)
+    assert isinstance(after, Booked)
+    assert after.first == pytest.approx(busy.next_free, abs=1e-5)
+
+
+def test_threads_waiting_together_share_one_store_round_trip(table: str) -> None:
+    # GIVEN ten threads of one environment wanting a slot at the same moment (a batch's calls), at a high limit
+    events = Events()
+    budget = FleetBudget(book=slot_book(table), limit=200, lane=Lane.API, fallback=Pacer(share=1), observe=events)
+    start = threading.Barrier(10)
+    granted: list[bool] = []
+
+    def call() -> None:
+        start.wait()
+        granted.append(budget.acquire(max_wait=5))
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    # THEN every one got a slot, for fewer store calls than calls
+    assert granted == [True] * 10
+    assert events.count("store_calls") < 10
+
+
+def test_concurrent_environments_never_hold_the_same_slot(table: str) -> None:
+    # GIVEN three environments of eight threads each booking at once (moto's writes made atomic, as DynamoDB's are)
+    slots: list[float] = []
+    lock = threading.Lock()
+
+    @dataclass(frozen=True)
+    class Recording:
+        inner: DynamoSlotBook
+
+        def book(self, count: int, interval: float, *, now: float, latest: float, lead: float) -> Booked | Busy:
+            outcome = self.inner.book(count, interval, now=now, latest=latest, lead=lead)
+            if isinstance(outcome, Booked):
+                with lock:
+                    slots.extend(outcome.first + index * interval for index in range(count))
+            return outcome
+
+    budgets = [
+        FleetBudget(book=Recording(slot_book(table)), limit=400, lane=Lane.API, fallback=Pacer(share=1))
+        for _ in range(3)
+    ]
+
+    def calls(budget: FleetBudget) -> None:
+        for _ in range(10):
+            budget.acquire(max_wait=10)
+
+    threads = [threading.Thread(target=calls, args=(budget,)) for budget in budgets for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    # THEN the slots handed out are all distinct and spaced by at least the interval
+    ordered = sorted(slots)
+    assert len(ordered) >= 240
+    assert min(later - earlier for earlier, later in zip(ordered, ordered[1:], strict=False)) >= (
+        1 / (400 * (1 - MARGIN)) - 1e-5
+    )
+
+
+def test_an_unreachable_store_falls_back_to_the_local_pace_says_so_and_comes_back(table: str) -> None:
+    # GIVEN a gate whose store fails
+    clock = Clock()
+    events = Events()
+    book = slot_book(table)
+    working = book
+
+    @dataclass(frozen=True)
+    class Failing:
+        def book(self, count: int, interval: float, *, now: float, latest: float, lead: float) -> Booked | Busy:
+            raise StoreUnavailable("DynamoDB could not be reached (EndpointConnectionError)")
+
+    budget = gate(working, Lane.QUEUE, clock, events, fallback_share=2)
+    budget.book = Failing()
+    # WHEN it keeps sending for a few seconds
+    sent = []
+    for _ in range(6):
+        assert budget.acquire(max_wait=10)
+        sent.append(clock.now)
+    # THEN it went on at its fallback share (2/s), said so once, and did not ask the failing store again
+    assert min(later - earlier for earlier, later in zip(sent, sent[1:], strict=False)) >= 0.5 - 1e-9
+    assert events.count("store_error") == 1
+    # AND once the store is back, after the pause, the fleet's timeline is used again
+    budget.book = working
+    clock.now += STORE_RETRY_SECONDS
+    before = len(events.seen)
+    assert budget.acquire(max_wait=10)
+    assert ("store_calls", 1) in events.seen[before:]
+
+
+def test_a_slot_gone_stale_is_dropped_not_used_late(table: str) -> None:
+    clock = Clock()
+    events = Events()
+    budget = gate(slot_book(table), Lane.API, clock, events)
+    # GIVEN slots booked for two threads, of which only one came to use its slot
+    budget._reserve.extend([clock.now + 0.01, clock.now + 0.06])  # what a block booking leaves behind
+    clock.now += 1.0
+    # WHEN a call comes a second later
+    assert budget.acquire(max_wait=1)
+    # THEN the old slots were dropped and counted, and the call booked a fresh one
+    assert events.count("stale_slot") == 2
+    assert events.count("store_calls") == 1
+
+
+def test_rate_limit_answers_widen_this_environments_slots_and_successes_narrow_them_back(table: str) -> None:
+    budget = gate(slot_book(table), Lane.QUEUE, Clock())
+    budget.slow_down()
+    assert budget.interval == pytest.approx(2 * INTERVAL)
+    for _ in range(20):
+        budget.speed_up()
+    assert budget.interval == pytest.approx(INTERVAL)
+
+
+def test_the_budget_item_expires_by_ttl(table: str) -> None:
+    clock = Clock()
+    assert gate(slot_book(table), Lane.API, clock).acquire(max_wait=1)
+    item = boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=table, Key={"id": {"S": "budget#1234567890"}}
+    )
+    assert int(item["Item"]["expiration"]["N"]) > time.time()
