@@ -3,6 +3,7 @@ when the store fails."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -100,7 +101,7 @@ def test_two_environments_share_one_timeline_of_slots_spaced_wider_than_zegos_li
         assert (first if index % 2 else second).acquire(max_wait=10)
         sent.append(clock.now)
     # THEN no two calls share a moment, none is closer than the interval, and no second holds more than 20
-    gaps = [later - earlier for earlier, later in zip(sent, sent[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
     assert min(gaps) >= INTERVAL - 1e-6
     assert most_in_any_second(sent) <= LIMIT
 
@@ -206,9 +207,7 @@ def test_concurrent_environments_never_hold_the_same_slot(table: str) -> None:
     # THEN the slots handed out are all distinct and spaced by at least the interval
     ordered = sorted(slots)
     assert len(ordered) >= 240
-    assert min(later - earlier for earlier, later in zip(ordered, ordered[1:], strict=False)) >= (
-        1 / (400 * (1 - MARGIN)) - 1e-5
-    )
+    assert min(later - earlier for earlier, later in itertools.pairwise(ordered)) >= (1 / (400 * (1 - MARGIN)) - 1e-5)
 
 
 def test_an_unreachable_store_falls_back_to_the_local_pace_says_so_and_comes_back(table: str) -> None:
@@ -231,7 +230,7 @@ def test_an_unreachable_store_falls_back_to_the_local_pace_says_so_and_comes_bac
         assert budget.acquire(max_wait=10)
         sent.append(clock.now)
     # THEN it went on at its fallback share (2/s), said so once, and did not ask the failing store again
-    assert min(later - earlier for earlier, later in zip(sent, sent[1:], strict=False)) >= 0.5 - 1e-9
+    assert min(later - earlier for earlier, later in itertools.pairwise(sent)) >= 0.5 - 1e-9
     assert events.count("store_error") == 1
     # AND once the store is back, after the pause, the fleet's timeline is used again
     budget.book = working
