@@ -320,7 +320,11 @@ class Backend:
         """The variables template.yaml and the Lambda runtime set; X-Ray on as `Tracing: Active` has it, or off
         (POWERTOOLS_TRACE_DISABLED, still in Lambda: outside it the X-Ray SDK builds a sampling client at import)."""
         env = function_environment(
-            endpoint=self.zim.url, secret_arn=self.secret_arn, dlq_url=self.dlq_url, rate_limit_per_second=20
+            endpoint=self.zim.url,
+            secret_arn=self.secret_arn,
+            dlq_url=self.dlq_url,
+            queue_url=self.dlq_url,
+            rate_limit_per_second=20,
         )
         env.update(
             PATH=os.environ.get("PATH", "/usr/bin:/bin"),

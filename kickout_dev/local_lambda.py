@@ -637,9 +637,14 @@ def running(tools: Tools, artifact: Path, *, rooms: dict[str, set[str]] | None =
             Name=SECRET_NAME, SecretString=json.dumps({"ServerSecret": SERVER_SECRET})
         )["ARN"]
         dlq_url = moto.sqs().create_queue(QueueName="kickout-dlq")["QueueUrl"]
+        queue_url = moto.sqs().create_queue(QueueName="kickout-queue")["QueueUrl"]
         create_state_table(moto.dynamodb())
         environ = function_environment(
-            endpoint=zim.url, secret_arn=secret_arn, dlq_url=dlq_url, rate_limit_per_second=config.rate_limit_per_second
+            endpoint=zim.url,
+            secret_arn=secret_arn,
+            dlq_url=dlq_url,
+            queue_url=queue_url,
+            rate_limit_per_second=config.rate_limit_per_second,
         )
         environ["POWERTOOLS_LOG_LEVEL"] = config.log_level
         environ |= lambda_environment(

@@ -51,18 +51,30 @@ class Sandbox:
     zim: ZimStandIn
     secret_arn: str
     dlq_url: str
+    queue_url: str
     environ: dict[str, str]
 
     def parked(self) -> list[dict[str, Any]]:
         """Every message in the dead-letter queue (received, then deleted so a second call does not see it)."""
+        return self._drain(self.dlq_url)
+
+    def deferred(self) -> list[dict[str, Any]]:
+        """Every message the function sent again to the kickout queue, once its delay is over; received and deleted."""
+        from handler.queue import DEFER_DELAY_SECONDS
+
+        time.sleep(DEFER_DELAY_SECONDS + 0.1)
+        return self._drain(self.queue_url)
+
+    @staticmethod
+    def _drain(queue_url: str) -> list[dict[str, Any]]:
         sqs = boto3.client("sqs", region_name=REGION)
         messages: list[dict[str, Any]] = []
         while batch := sqs.receive_message(
-            QueueUrl=self.dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+            QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
         ).get("Messages", []):
             messages.extend(dict(message) for message in batch)
             for message in batch:
-                sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=message["ReceiptHandle"])
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
         return messages
 
     def put_secret(self, secret_string: str) -> None:
@@ -83,7 +95,7 @@ def create_state_table(dynamodb: Any, name: str = STATE_TABLE) -> str:
 
 
 def function_environment(
-    *, endpoint: str, secret_arn: str, dlq_url: str, rate_limit_per_second: float = 1000.0
+    *, endpoint: str, secret_arn: str, dlq_url: str, queue_url: str, rate_limit_per_second: float = 1000.0
 ) -> dict[str, str]:
     """The variables template.yaml gives the function, plus fake credentials for moto.
 
@@ -102,6 +114,7 @@ def function_environment(
         "ZEGO_SECRET_ID": secret_arn,
         "ZEGO_API_ENDPOINT": endpoint,
         "KICKOUT_DLQ_URL": dlq_url,
+        "KICKOUT_QUEUE_URL": queue_url,
         "KICKOUT_STATE_TABLE": STATE_TABLE,
         "ZEGO_RATE_LIMIT_PER_SECOND": str(rate_limit_per_second),
         "KICKOUT_FALLBACK_RATE_PER_SECOND": str(rate_limit_per_second / 10),
@@ -143,14 +156,20 @@ def sandbox(
                 if secret_string is not None
                 else json.dumps({"ServerSecret": SERVER_SECRET}),
             )["ARN"]
-            dlq_url = boto3.client("sqs", region_name=REGION).create_queue(QueueName="kickout-dlq")["QueueUrl"]
+            sqs = boto3.client("sqs", region_name=REGION)
+            dlq_url = sqs.create_queue(QueueName="kickout-dlq")["QueueUrl"]
+            queue_url = sqs.create_queue(QueueName="kickout-queue")["QueueUrl"]
             create_state_table(boto3.client("dynamodb", region_name=REGION))
             environ = function_environment(
-                endpoint=zim.url, secret_arn=secret_arn, dlq_url=dlq_url, rate_limit_per_second=rate_limit_per_second
+                endpoint=zim.url,
+                secret_arn=secret_arn,
+                dlq_url=dlq_url,
+                queue_url=queue_url,
+                rate_limit_per_second=rate_limit_per_second,
             )
             os.environ.update(environ)
             reset_function_state()
-            yield Sandbox(zim=zim, secret_arn=secret_arn, dlq_url=dlq_url, environ=environ)
+            yield Sandbox(zim=zim, secret_arn=secret_arn, dlq_url=dlq_url, queue_url=queue_url, environ=environ)
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -2,6 +2,9 @@
 
 - done, or nothing left to do (room gone, user not in room): acknowledged;
 - invalid payload or a permanent ZEGO refusal: parked in KICKOUT_DLQ_URL with the reason, then acknowledged;
+- not reached before the invocation's deadline (a large batch, ZEGO's budget busy): sent again to the queue
+  with a short delay, attribute `SourceMessageId` naming the original, then acknowledged: a healthy backlog
+  never spends a receive toward the DLQ;
 - anything that may succeed later (ZEGO busy or rate limited, timeouts, the secret unreadable, a DLQ that
   cannot be reached): reported in batchItemFailures, so SQS delivers it again.
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +26,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from handler import aws_clients, service, settings, transport, zim
@@ -40,7 +44,7 @@ from handler.kickout import (
 from handler.observability import in_current_trace, logger, metrics
 
 if TYPE_CHECKING:
-    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
+    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef, SendMessageBatchRequestEntryTypeDef
 
 # An all-failed batch is returned as such rather than raised: raising would hand back messages already parked.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -48,6 +52,13 @@ _workers = ThreadPoolExecutor(max_workers=transport.POOL_SIZE, thread_name_prefi
 
 DETAIL_MAX_CHARACTERS = 1000
 PARK_SECONDS_NEEDED = 1.0
+DEFER_SECONDS_RESERVED = 1.0
+"""Kept free at the end of a batch's calls to send again what they did not reach."""
+DEFER_DELAY_SECONDS = 1
+"""A deferred message is visible again this soon: to whichever environment has time for it."""
+MAX_DEFERRALS = 30
+"""A message deferred this often goes back to SQS the usual way instead (a receive toward the DLQ)."""
+SQS_BATCH = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +69,15 @@ class Outcome:
     result: KickoutResult | None = None
     error: Exception | None = None
     invalid: ValidationError | None = None
+    deferred_as: str | None = None
+    """Not reached in time, and sent again to the queue as this message id."""
 
 
 def handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     records = [SQSRecord(raw) for raw in event.get("Records", [])]
     remaining_seconds = service.remaining_seconds_of(context)
-    outcomes = settle(records, remaining_seconds)
+    outcomes = settle(records, lambda: remaining_seconds() - DEFER_SECONDS_RESERVED)
+    outcomes |= defer_unreached(records, outcomes)
     return process_partial_response(
         event=event,
         record_handler=partial(apply_outcome, outcomes, remaining_seconds),
@@ -143,6 +157,63 @@ def _count_calls_per_user(results: Sequence[KickoutResult]) -> None:
         metrics.add_metric(name="ZegoCallsPerUser", unit=MetricUnit.Count, value=calls / users)
 
 
+def defer_unreached(records: Sequence[SQSRecord], outcomes: Mapping[str, Outcome]) -> dict[str, Outcome]:
+    """Send again, with a short delay, the messages whose calls found no time or budget slot before the deadline.
+
+    ZEGO was not asked about them (or only about some of their users: kicking again is harmless), so they are no
+    failure: reported failed, each would wait out its visibility timeout and spend a receive toward the DLQ.
+    """
+    unreached = [
+        record
+        for record in records
+        if isinstance(outcomes[record.message_id].error, OutOfTime) and _deferrals(record) < MAX_DEFERRALS
+    ]
+    queue_url = settings.current().queue_url if unreached else None
+    if queue_url is None:
+        return {}
+    chunks = [unreached[start : start + SQS_BATCH] for start in range(0, len(unreached), SQS_BATCH)]
+    deferred: dict[str, Outcome] = {}
+    for sent in _workers.map(partial(_send_again, queue_url), chunks):
+        deferred |= {key: replace(outcomes[key], deferred_as=new_id) for key, new_id in sent.items()}
+    return deferred
+
+
+def _send_again(queue_url: str, records: Sequence[SQSRecord]) -> dict[str, str]:
+    """Original message id -> the new one, for those SQS took (the others go back to SQS as failed)."""
+    entries: list[SendMessageBatchRequestEntryTypeDef] = [
+        {
+            "Id": str(index),
+            "MessageBody": record.body,
+            "DelaySeconds": DEFER_DELAY_SECONDS,
+            "MessageAttributes": {
+                "SourceMessageId": {"DataType": "String", "StringValue": _source_message_id(record)},
+                "KickoutDeferrals": {"DataType": "Number", "StringValue": str(_deferrals(record) + 1)},
+            },
+        }
+        for index, record in enumerate(records)
+    ]
+    try:
+        answer = aws_clients.sqs().send_message_batch(QueueUrl=queue_url, Entries=entries)
+    except (BotoCoreError, ClientError) as error:
+        logger.warning("deferring messages failed: they go back to SQS", extra={"error": type(error).__name__})
+        return {}
+    return {records[int(entry["Id"])].message_id: entry["MessageId"] for entry in answer.get("Successful", [])}
+
+
+def _source_message_id(record: SQSRecord) -> str:
+    """The id of the message as first sent: deferrals keep it, so one kickout can be followed through them."""
+    attribute = record.message_attributes["SourceMessageId"]
+    return attribute.string_value if attribute is not None and attribute.string_value else record.message_id
+
+
+def _deferrals(record: SQSRecord) -> int:
+    attribute = record.message_attributes["KickoutDeferrals"]
+    try:
+        return int(attribute.string_value or 0) if attribute is not None else 0
+    except ValueError:
+        return 0
+
+
 def apply_outcome(
     outcomes: Mapping[str, Outcome], remaining_seconds: service.RemainingSeconds, record: SQSRecord
 ) -> None:
@@ -155,6 +226,9 @@ def apply_outcome(
         return
     assert outcome.request is not None
     audit = service.audit_fields(outcome.request, **delivery)
+    if outcome.deferred_as is not None:
+        service.record_deferred(audit, source_message_id=_source_message_id(record), deferred_as=outcome.deferred_as)
+        return
     if outcome.result is not None:
         service.record_success(outcome.result, audit)
         return
@@ -179,7 +253,7 @@ def park(record: SQSRecord, reason: str, detail: str, remaining_seconds: service
     attributes: dict[str, MessageAttributeValueTypeDef] = {
         "KickoutFailure": {"DataType": "String", "StringValue": reason},
         "KickoutDetail": {"DataType": "String", "StringValue": _printable(detail)[:DETAIL_MAX_CHARACTERS] or reason},
-        "SourceMessageId": {"DataType": "String", "StringValue": record.message_id},
+        "SourceMessageId": {"DataType": "String", "StringValue": _source_message_id(record)},
     }
     aws_clients.sqs().send_message(QueueUrl=dlq_url, MessageBody=record.body, MessageAttributes=attributes)
     logger.warning("message parked", extra={"message_id": record.message_id, "reason": reason})

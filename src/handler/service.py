@@ -141,6 +141,13 @@ def record_success(result: KickoutResult, audit: Mapping[str, object]) -> None:
     )
 
 
+def record_deferred(audit: Mapping[str, object], **fields: str) -> None:
+    """A queue message its invocation had no time or budget slot for, sent again to the queue."""
+    with _metrics_lock:
+        metrics.add_metric(name="MessagesDeferred", unit=MetricUnit.Count, value=1)
+    logger.info("kickout deferred", extra={**audit, "outcome": "deferred", **fields})
+
+
 def failure_class(error: Exception) -> str:
     """The name under which a failure is counted and logged (one metric `Failed<Class>` each)."""
     match error:

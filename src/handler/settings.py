@@ -51,6 +51,7 @@ class Settings(BaseModel):
     secret_id: Annotated[str, Field(min_length=1)]
     endpoint: Annotated[str, AfterValidator(_checked_endpoint)] = DEFAULT_ENDPOINT
     dlq_url: Annotated[str, Field(min_length=1)] | None = None
+    queue_url: Annotated[str, Field(min_length=1)] | None = None
     state_table: Annotated[str, Field(min_length=3, max_length=255)]
     fallback_rate_per_second: Annotated[float, Field(gt=0, le=1000)] = DEFAULT_FALLBACK_RATE_PER_SECOND
     zego_rate_limit: Annotated[float, Field(gt=0, le=1000)] = DEFAULT_ZEGO_RATE_LIMIT
@@ -61,6 +62,7 @@ _VARIABLES = {
     "secret_id": "ZEGO_SECRET_ID",
     "endpoint": "ZEGO_API_ENDPOINT",
     "dlq_url": "KICKOUT_DLQ_URL",
+    "queue_url": "KICKOUT_QUEUE_URL",
     "state_table": "KICKOUT_STATE_TABLE",
     "fallback_rate_per_second": "KICKOUT_FALLBACK_RATE_PER_SECOND",
     "zego_rate_limit": "ZEGO_RATE_LIMIT_PER_SECOND",

@@ -178,17 +178,59 @@ def test_unreadable_secret_sends_every_message_back_to_sqs_and_parks_none(invoke
     assert box.zim.requests_seen == 0
 
 
-def test_messages_the_invocation_has_no_time_for_go_back_to_sqs(invoke: Invoke, box: Sandbox) -> None:
+def test_messages_the_invocation_has_no_time_for_are_sent_again_with_their_origin_not_failed(
+    invoke: Invoke, box: Sandbox, printed: Printed
+) -> None:
     # GIVEN an invocation already at its safety margin
     event = batch(first=kickout("lobby-7", "spammer_01"), second=kickout("arena", "spammer_02"))
 
     # WHEN the batch is handled
-    response = invoke(event, timeout_seconds=1.8)
+    response = invoke(event, timeout_seconds=2.8)
 
-    # THEN no message is lost nor parked: all go back to SQS, and ZEGO was not called
+    # THEN no message spends a receive: both are sent again to the queue, bodies unchanged, naming their origin
+    assert failed_ids(response) == set()
+    again = {attribute(message, "SourceMessageId"): message for message in box.deferred()}
+    assert set(again) == {"first", "second"}
+    assert json.loads(again["first"]["Body"]) == json.loads(event["Records"][0]["body"])
+    assert attribute(again["first"], "KickoutDeferrals") == "1"
+    # AND nothing was parked, ZEGO was not called, and each deferral is audited and counted
+    assert box.parked() == []
+    assert box.zim.requests_seen == 0
+    deferred_lines = [line for line in printed.logs if line.get("outcome") == "deferred"]
+    assert {line["message_id"] for line in deferred_lines} == {"first", "second"}
+    assert printed.metric("MessagesDeferred") == 2
+
+
+def test_a_deferred_message_deferred_again_keeps_its_first_id(invoke: Invoke, box: Sandbox) -> None:
+    record = sqs_record(kickout("lobby-7", "spammer_01"), message_id="second-life")
+    record["messageAttributes"] = {
+        "SourceMessageId": {"stringValue": "first-life", "dataType": "String"},
+        "KickoutDeferrals": {"stringValue": "3", "dataType": "Number"},
+    }
+    invoke({"Records": [record]}, timeout_seconds=2.8)
+    (again,) = box.deferred()
+    assert attribute(again, "SourceMessageId") == "first-life"
+    assert attribute(again, "KickoutDeferrals") == "4"
+
+
+def test_messages_that_cannot_be_sent_again_go_back_to_sqs(invoke: Invoke, box: Sandbox) -> None:
+    # GIVEN the queue to send them again to is gone
+    boto3.client("sqs", region_name=REGION).delete_queue(QueueUrl=box.queue_url)
+    event = batch(first=kickout("lobby-7", "spammer_01"), second=kickout("arena", "spammer_02"))
+    # WHEN an invocation has no time for them
+    response = invoke(event, timeout_seconds=2.8)
+    # THEN SQS keeps them: reported failed, nothing parked, ZEGO not called
     assert failed_ids(response) == {"first", "second"}
     assert box.parked() == []
     assert box.zim.requests_seen == 0
+
+
+def test_a_message_deferred_too_often_goes_back_to_sqs_the_usual_way(invoke: Invoke, box: Sandbox) -> None:
+    record = sqs_record(kickout("lobby-7", "spammer_01"), message_id="restless")
+    record["messageAttributes"] = {"KickoutDeferrals": {"stringValue": "30", "dataType": "Number"}}
+    response = invoke({"Records": [record]}, timeout_seconds=2.8)
+    assert failed_ids(response) == {"restless"}
+    assert box.deferred() == []
 
 
 def test_messages_for_the_same_room_share_a_zego_call_and_are_each_acknowledged(invoke: Invoke, box: Sandbox) -> None:
