@@ -26,13 +26,16 @@ TEMPLATE_PATH = ROOT / "template.yaml"
 SAMCONFIG_PATH = ROOT / "samconfig.toml"
 HANDLER_SOURCE = ROOT / "src" / "handler"
 LINT_REGIONS = ["eu-central-1", "us-east-1"]
+# cfn-lint-serverless, as `make template-lint` appends it.
+SERVERLESS_RULES = ["cfn_lint_serverless.rules"]
 
 Template = dict[str, Any]
 
 
 def lint(path: Path) -> list[Any]:
     """Every cfn-lint error and warning for the template at path."""
-    matches: list[Any] = lint_file(path, config=ManualArgs(regions=LINT_REGIONS))
+    config = ManualArgs(regions=LINT_REGIONS, append_rules=SERVERLESS_RULES)
+    matches: list[Any] = lint_file(path, config=config)
     return matches
 
 
@@ -296,15 +299,15 @@ def test_default_rates_add_up_to_at_most_zegos_20_requests_per_second(template: 
 
 
 def queue_event(template: Template) -> dict[str, Any]:
-    event: dict[str, Any] = function_setting(template, "Events")["Queue"]
-    assert event["Type"] == "SQS"
-    properties: dict[str, Any] = event["Properties"]
-    return properties
+    """The queue's trigger: an event source mapping of its own (SAM's SQS event would add a managed policy)."""
+    assert "Queue" not in function_setting(template, "Events")
+    return resource(template, "KickoutFunctionQueue", "AWS::Lambda::EventSourceMapping")
 
 
 def test_queue_event_reports_partial_batch_failures(template: Template) -> None:
     event = queue_event(template)
-    assert event["Queue"] == get_att("KickoutQueue", "Arn")
+    assert event["FunctionName"] == {"Ref": "KickoutFunction"}
+    assert event["EventSourceArn"] == get_att("KickoutQueue", "Arn")
     assert event["BatchSize"] == 10
     assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
@@ -643,3 +646,294 @@ def test_samconfig_overrides_only_declared_parameters_with_allowed_values(templa
             assert float(value) <= float(spec["MaxValue"]), name
     assert config["default"]["global"]["parameters"]["stack_name"] == "kickout"
     assert deploy["capabilities"] == "CAPABILITY_IAM"
+
+
+# --- least privilege and hardening -------------------------------------------------------------------------------
+
+SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
+# Managed policies a role of the stack may hold, and why AWS leaves no narrower choice.
+ALLOWED_MANAGED_POLICIES = {
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",  # the function's own log group
+    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",  # X-Ray takes no resource-level permissions
+    # API Gateway's account-wide logging role (SetApiGatewayAccountRole): the policy AWS documents for it
+    "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
+}
+QUEUES = ("KickoutQueue", "KickoutDeadLetterQueue")
+
+
+@pytest.fixture(scope="module")
+def translated() -> Template:
+    """The template after the SAM transform, as CloudFormation will create it (kickout_dev/sam_translate.py)."""
+    if not SAM_PYTHON.exists() and not os.environ.get("CI"):
+        pytest.skip("the SAM CLI is not installed (make sam)")
+    done = subprocess.run(
+        [str(SAM_PYTHON), "-m", "kickout_dev.sam_translate", str(TEMPLATE_PATH)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=ROOT,
+    )
+    loaded: Template = json.loads(done.stdout)
+    return loaded
+
+
+def roles(translated: Template) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: found["Properties"]
+        for logical_id, found in translated["Resources"].items()
+        if found["Type"] == "AWS::IAM::Role"
+    }
+
+
+def managed_policy_arns(role: dict[str, Any]) -> list[str]:
+    """A role's managed policies, with `!Sub arn:${AWS::Partition}:...` read as the aws partition."""
+    arns = []
+    for arn in role.get("ManagedPolicyArns", []):
+        text = arn["Fn::Sub"] if isinstance(arn, dict) else arn
+        arns.append(text.replace("${AWS::Partition}", "aws"))
+    return arns
+
+
+def inline_statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every inline statement of a role; a conditional one counts as granted."""
+    statements = []
+    for policy in role.get("Policies", []):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            statements.append(statement.get("Fn::If", [None, statement])[1])
+    return statements
+
+
+def test_no_role_holds_a_managed_policy_beyond_those_aws_leaves_no_narrower_choice_for(translated: Template) -> None:
+    # GIVEN every role the stack creates, SAM's generated ones included
+    found = roles(translated)
+    assert "KickoutFunctionRole" in found
+    # THEN each managed policy is one of the few allowed: none reaches SQS (AWSLambdaSQSQueueExecutionRole would
+    # receive and delete the messages of any queue in the account)
+    for logical_id, role in found.items():
+        arns = managed_policy_arns(role)
+        assert set(arns) <= ALLOWED_MANAGED_POLICIES, logical_id
+        assert not [arn for arn in arns if "SQS" in arn.upper()], logical_id
+
+
+def test_sqs_actions_are_granted_only_on_the_two_queues_each_for_its_part(translated: Template) -> None:
+    # GIVEN every SQS action any inline statement of the function's role allows
+    role = roles(translated)["KickoutFunctionRole"]
+    granted: dict[str, set[str]] = {}
+    for statement in inline_statements(role):
+        assert statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"]):
+            assert action != "*", statement
+            assert not str(action).endswith(":*"), statement
+            if str(action).startswith("sqs:"):
+                for target in as_list(statement["Resource"]):
+                    assert isinstance(target, dict), statement
+                    assert "Fn::GetAtt" in target, statement
+                    granted.setdefault(target["Fn::GetAtt"][0], set()).add(str(action))
+    # THEN the queue is read (receive, delete, attributes) and the DLQ written to (parking, failed async invokes)
+    assert granted == {
+        "KickoutQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+        "KickoutDeadLetterQueue": {"sqs:SendMessage"},
+    }
+
+
+def test_no_inline_statement_allows_every_resource(translated: Template) -> None:
+    for logical_id, role in roles(translated).items():
+        for statement in inline_statements(role):
+            for target in as_list(statement["Resource"]):
+                assert "*" not in json.dumps(target), (logical_id, statement)
+
+
+def test_the_queue_trigger_is_the_function_reading_the_queue_with_that_role(translated: Template) -> None:
+    # GIVEN the only event source mapping of the stack
+    mappings = [
+        found for found in translated["Resources"].values() if found["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    assert len(mappings) == 1
+    # THEN it reads the kickout queue for the function (whose role holds the receive/delete/attributes grant)
+    assert mappings[0]["Properties"]["EventSourceArn"] == get_att("KickoutQueue", "Arn")
+    assert mappings[0]["Properties"]["FunctionName"] == {"Ref": "KickoutFunction"}
+    function = translated["Resources"]["KickoutFunction"]["Properties"]
+    assert function["Role"] == get_att("KickoutFunctionRole", "Arn")
+
+
+@pytest.mark.parametrize("logical_id", QUEUES)
+def test_each_queue_refuses_requests_made_without_tls(template: Template, logical_id: str) -> None:
+    # GIVEN the queue policies that name the queue
+    policies = [
+        found["Properties"]
+        for found in template["Resources"].values()
+        if found["Type"] == "AWS::SQS::QueuePolicy" and {"Ref": logical_id} in found["Properties"]["Queues"]
+    ]
+    # THEN one denies every SQS action to anyone when the request is not over TLS
+    denials = [
+        statement
+        for policy in policies
+        for statement in policy["PolicyDocument"]["Statement"]
+        if statement["Effect"] == "Deny"
+        and statement["Principal"] == "*"
+        and "sqs:*" in as_list(statement["Action"])
+        and get_att(logical_id, "Arn") in as_list(statement["Resource"])
+        and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    ]
+    assert len(denials) == 1
+
+
+def test_the_dead_letter_queue_admits_as_source_only_the_queues_that_redrive_to_it(template: Template) -> None:
+    # GIVEN the queues whose RedrivePolicy names the DLQ, and the ARN each will have (from its QueueName)
+    sources = []
+    for logical_id in QUEUES:
+        queue = resource(template, logical_id, "AWS::SQS::Queue")
+        if queue.get("RedrivePolicy", {}).get("deadLetterTargetArn") == get_att("KickoutDeadLetterQueue", "Arn"):
+            name = queue["QueueName"]["Fn::Sub"]
+            sources.append({"Fn::Sub": f"arn:${{AWS::Partition}}:sqs:${{AWS::Region}}:${{AWS::AccountId}}:{name}"})
+    assert sources
+    # THEN the DLQ's RedriveAllowPolicy lists exactly those
+    dlq = resource(template, "KickoutDeadLetterQueue", "AWS::SQS::Queue")
+    assert dlq["RedriveAllowPolicy"] == {"redrivePermission": "byQueue", "sourceQueueArnList": sources}
+
+
+def test_the_named_queue_fits_sqs_80_character_limit_for_the_samconfig_stack(template: Template) -> None:
+    stack_name = tomllib.loads(SAMCONFIG_PATH.read_text(encoding="utf-8"))["default"]["global"]["parameters"][
+        "stack_name"
+    ]
+    name = resource(template, "KickoutQueue", "AWS::SQS::Queue")["QueueName"]["Fn::Sub"]
+    assert len(name.replace("${AWS::StackName}", stack_name)) <= 80
+
+
+SECRET_ARN = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:kickout/zego-server-secret-AbCdEf"
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        SECRET_ARN,
+        "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:zego_key+1=a.b@c-Xy12Zq",
+    ],
+)
+def test_secret_arn_parameter_takes_one_secrets_arn(template: Template, arn: str) -> None:
+    assert re.fullmatch(template["Parameters"]["ZegoSecretArn"]["AllowedPattern"], arn)
+
+
+@pytest.mark.parametrize("position", [0, len(SECRET_ARN) - 1, SECRET_ARN.index(":secret:") + 8, len(SECRET_ARN)])
+@pytest.mark.parametrize("wildcard", ["*", "?"])
+def test_secret_arn_parameter_refuses_a_wildcard_anywhere(template: Template, position: int, wildcard: str) -> None:
+    # GIVEN a secret ARN with a wildcard that would widen GetSecretValue to other secrets
+    widened = SECRET_ARN[:position] + wildcard + SECRET_ARN[position:]
+    # THEN the parameter's pattern refuses it
+    assert not re.fullmatch(template["Parameters"]["ZegoSecretArn"]["AllowedPattern"], widened)
+
+
+def test_a_failed_asynchronous_invoke_is_retried_a_bounded_number_of_times_then_kept(translated: Template) -> None:
+    # GIVEN the function's asynchronous invoke configuration
+    (config,) = [
+        found["Properties"]
+        for found in translated["Resources"].values()
+        if found["Type"] == "AWS::Lambda::EventInvokeConfig"
+    ]
+    # THEN retries are bounded, and what still fails goes to a queue the function's role may write to
+    assert config["FunctionName"] == {"Ref": "KickoutFunction"}
+    assert 0 <= config["MaximumRetryAttempts"] <= 2
+    destination = config["DestinationConfig"]["OnFailure"]["Destination"]
+    assert destination["Fn::GetAtt"][0] in QUEUES
+    role = roles(translated)["KickoutFunctionRole"]
+    assert any(
+        "sqs:SendMessage" in as_list(statement["Action"]) and destination in as_list(statement["Resource"])
+        for statement in inline_statements(role)
+    )
+
+
+ACCESS_LOG_FIELDS = {"requestId", "principal", "method", "path", "status", "latency", "integrationLatency"}
+
+
+def test_api_access_logs_are_json_lines_naming_the_caller_kept_as_long_as_the_functions(template: Template) -> None:
+    # GIVEN the stage's access log setting
+    setting = resource(template, "KickoutApi", "AWS::Serverless::Api")["AccessLogSetting"]
+    # THEN it writes to a log group of the stack, kept as long as the function's logs
+    destination = setting["DestinationArn"]["Fn::GetAtt"]
+    assert destination[1] == "Arn"
+    group = resource(template, destination[0], "AWS::Logs::LogGroup")
+    assert (
+        group["RetentionInDays"]
+        == resource(template, "KickoutFunctionLogGroup", "AWS::Logs::LogGroup")["RetentionInDays"]
+    )
+    # AND each line is one JSON object with the fields the on-call needs, once API Gateway fills in $context
+    filled_in = re.sub(r"\$context\.[A-Za-z.]+String", '"a quoted message"', setting["Format"])
+    filled_in = re.sub(r"\$context\.[A-Za-z.]+", "value", filled_in)
+    line = json.loads(filled_in)
+    assert set(line) >= ACCESS_LOG_FIELDS
+    assert "$context.identity.userArn" in setting["Format"]
+
+
+def test_the_account_wide_api_gateway_logging_role_is_set_only_when_the_parameter_says_so(
+    template: Template, translated: Template
+) -> None:
+    # GIVEN the parameter, off by default
+    parameter = template["Parameters"]["SetApiGatewayAccountRole"]
+    assert parameter["Default"] == "false"
+    assert set(parameter["AllowedValues"]) == {"true", "false"}
+    condition = template["Conditions"]["SetsApiGatewayAccountRole"]
+    assert condition == {"Fn::Equals": [{"Ref": "SetApiGatewayAccountRole"}, "true"]}
+    # THEN the account setting, and every resource it uses, exist only under that condition
+    accounts = [
+        logical_id for logical_id, found in template["Resources"].items() if found["Type"] == "AWS::ApiGateway::Account"
+    ]
+    assert accounts == ["ApiGatewayAccount"]
+    account = template["Resources"]["ApiGatewayAccount"]
+    assert account["Condition"] == "SetsApiGatewayAccountRole"
+    role_id = account["Properties"]["CloudWatchRoleArn"]["Fn::GetAtt"][0]
+    assert template["Resources"][role_id]["Condition"] == "SetsApiGatewayAccountRole"
+    # AND the REST API (hence its stage) waits for it when it is set, through a handle that always exists
+    rest_api = translated["Resources"]["KickoutApi"]
+    handle = translated["Resources"][rest_api["DependsOn"]]
+    assert handle["Type"] == "AWS::CloudFormation::WaitConditionHandle"
+    assert "Condition" not in handle
+    assert list(handle["Metadata"].values()) == [
+        {"Fn::If": ["SetsApiGatewayAccountRole", {"Ref": "ApiGatewayAccount"}, ""]}
+    ]
+
+
+def test_reserved_concurrency_is_a_choice_reserving_nothing_by_default(template: Template) -> None:
+    # Reserving takes from the account's pool for good (README "Deploy"); the queue and API are bounded anyway.
+    reserved = function_setting(template, "ReservedConcurrentExecutions")
+    condition, when_set, otherwise = reserved["Fn::If"]
+    assert when_set == {"Ref": "ReservedConcurrency"}
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    assert template["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ReservedConcurrency"}, 0]}]}
+    assert template["Parameters"]["ReservedConcurrency"]["Default"] == 0
+
+
+def test_every_checkov_skip_gives_its_reason(template: Template) -> None:
+    skips = [
+        (logical_id, skip)
+        for logical_id, found in template["Resources"].items()
+        for skip in found.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+    assert skips
+    for logical_id, skip in skips:
+        assert re.fullmatch(r"CKV2?_AWS_\d+", skip["id"]), logical_id
+        assert len(skip.get("comment", "")) >= 30, (logical_id, skip["id"])
+
+
+def test_every_cfn_lint_suppression_has_its_reason_on_the_line_above() -> None:
+    lines = TEMPLATE_PATH.read_text(encoding="utf-8").splitlines()
+    suppressions = [number for number, line in enumerate(lines) if "ignore_checks:" in line]
+    assert suppressions
+    for number in suppressions:
+        rules = re.findall(r"\b[A-Z]+\d+\b", lines[number])
+        assert rules, lines[number]
+        above = lines[number - 1].strip()
+        assert above.startswith("#"), lines[number]
+        assert all(rule in above for rule in rules), (above, rules)
+
+
+def test_the_serverless_rules_run_a_dead_letter_queue_unsuppressed_is_flagged(tmp_path: Path) -> None:
+    # GIVEN a copy of the template without the DLQ's suppression of "a queue needs a RedrivePolicy"
+    text = TEMPLATE_PATH.read_text(encoding="utf-8")
+    assert "ignore_checks: [ES6000]" in text
+    unsuppressed = tmp_path / "template.yaml"
+    unsuppressed.write_text(text.replace("ignore_checks: [ES6000]", "ignore_checks: []"), encoding="utf-8")
+    # WHEN cfn-lint checks it with the serverless rules
+    matches = lint(unsuppressed)
+    # THEN exactly that rule fires: the rules are loaded, and the suppression is what keeps the template clean
+    assert [match.rule.id for match in matches] == ["ES6000"]

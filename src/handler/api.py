@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handler import service, zim
+from handler import api_request, service, zim
 from handler.api_responses import RESPONSES
 from handler.kickout import (
     KickoutError,
@@ -44,7 +44,7 @@ class NothingToKick(Exception):
 
 @app.post(KICKOUTS_PATH, summary="Remove users from a ZIM room", tags=["kickouts"], responses=RESPONSES)
 def create_kickout(request: KickoutRequest) -> KickoutResult:
-    result = service.run(request, service.remaining_seconds_of(app.lambda_context))
+    result = service.run(request, service.remaining_seconds_of(app.lambda_context), _principal())
     if not result.kicked_user_ids:
         raise NothingToKick(result)
     return result
@@ -52,32 +52,29 @@ def create_kickout(request: KickoutRequest) -> KickoutResult:
 
 def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.set_correlation_id(event.get("requestContext", {}).get("requestId"))
-    content_type = _content_type(event)
-    if content_type not in ("", "application/json"):
-        # Powertools would parse a form body as form fields (curl -d sends one by default) and answer 422 about
-        # fields named after the body. A kickout is JSON: say so.
-        service.record_invalid(f"unsupported Content-Type {content_type[:60]}", {})
-        return _unsupported_media_type()
-    return app.resolve(event, context)
+    try:
+        checked = api_request.checked(event)
+    except api_request.Refused as refused:
+        service.record_invalid(refused.detail, api_request.principal(event))
+        return _refused(refused)
+    return app.resolve(checked, context)
 
 
-def _content_type(event: dict[str, Any]) -> str:
-    headers = event.get("headers") or {}
-    value = next((str(v) for k, v in headers.items() if str(k).lower() == "content-type"), "")
-    return value.partition(";")[0].strip().lower()
-
-
-def _unsupported_media_type() -> dict[str, Any]:
-    body = {
-        "error": "unsupported_media_type",
-        "message": "send the kickout as JSON, with Content-Type: application/json",
-    }
+def _refused(refused: api_request.Refused) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": refused.error, "message": refused.message}
+    if refused.fields:
+        body["fields"] = list(refused.fields)
     return {
-        "statusCode": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+        "statusCode": refused.status,
         "headers": {"Content-Type": content_types.APPLICATION_JSON},
         "body": json.dumps(body),
         "isBase64Encoded": False,
     }
+
+
+def _principal() -> dict[str, str]:
+    """Who signed the request being resolved, for its audit line."""
+    return api_request.principal(app.current_event.raw_event)
 
 
 def _error(
@@ -105,7 +102,7 @@ def _zego(reply: zim.Reply | None) -> dict[str, Any] | None:
 @app.exception_handler(RequestValidationError)
 def invalid_request(error: RequestValidationError) -> Response[dict[str, Any]]:
     problems = field_problems(error.errors())
-    service.record_invalid("; ".join(f"{p['field']}: {p['problem']}" for p in problems), {})
+    service.record_invalid("; ".join(f"{p['field']}: {p['problem']}" for p in problems), _principal())
     if any(issue["type"] == "json_invalid" for issue in error.errors()):
         return _error(HTTPStatus.BAD_REQUEST, "invalid_json", "the request body is not valid JSON")
     fields = sorted({problem["field"] for problem in problems})
@@ -120,7 +117,7 @@ def invalid_request(error: RequestValidationError) -> Response[dict[str, Any]]:
 @app.exception_handler(RecursionError)
 def too_deeply_nested(error: RecursionError) -> Response[dict[str, Any]]:
     # json.loads gives up on bodies nested thousands deep; that is the body's fault, not a crash.
-    service.record_invalid("body nested too deeply", {})
+    service.record_invalid("body nested too deeply", _principal())
     return _error(HTTPStatus.BAD_REQUEST, "invalid_json", "the request body is nested too deeply to be a kickout")
 
 
@@ -187,7 +184,7 @@ def unexpected(error: Exception) -> Response[dict[str, Any]]:
 
 @app.not_found
 def unknown_route(_: NotFoundError) -> Response[dict[str, Any]]:
-    service.record_invalid("no such route", {})
+    service.record_invalid("no such route", _principal())
     if app.current_event.path == KICKOUTS_PATH:
         return _error(
             HTTPStatus.METHOD_NOT_ALLOWED,

@@ -47,17 +47,24 @@ def _error_response(description: str, headers: dict[str, str] | None = None) -> 
 
 RESPONSES: dict[int, OpenAPIResponse] = {
     200: {"description": "At least one user was kicked; users ZEGO reports absent are listed apart."},
-    400: _error_response("invalid_json: the body is not JSON."),
+    400: _error_response(
+        "invalid_json: the body is not JSON, holds a number Python will not read (over 4300 digits), is nested too "
+        "deeply, or is flagged base64 but is not valid base64 or not UTF-8 once decoded."
+    ),
     404: _error_response(
         "not_in_room: ZEGO says the room does not exist or none of the users is in it (660300001, 660300002); "
         "not_found: another path."
     ),
     405: _error_response("method_not_allowed: another method on /kickouts.", {"Allow": "Only POST is allowed."}),
     422: _error_response(
-        "invalid_request: the payload breaks a rule (`fields` says which); zego_refused: ZEGO refused what the "
+        "invalid_request: the payload breaks a rule, or the body is not one JSON object (an array, a single "
+        "value), or there is no body (`fields` says which); zego_refused: ZEGO refused what the "
         "caller sent (operator not registered 660500002, user id too long 660000012)."
     ),
-    415: _error_response("unsupported_media_type: the body is not sent as application/json."),
+    415: _error_response(
+        "unsupported_media_type: a Content-Type other than application/json (in any case), a charset other than "
+        "UTF-8, or Content-Type headers that disagree."
+    ),
     429: _error_response(
         "zego_rate_limited: ZEGO kept answering over the rate limit (7, 660300005, 660300006).",
         {"Retry-After": "Seconds to wait before trying again."},

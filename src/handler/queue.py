@@ -219,7 +219,12 @@ def apply_outcome(
 ) -> None:
     """Audit the message, and park it or raise (Powertools reports it failed) as its outcome requires."""
     outcome = outcomes[record.message_id]
-    delivery = {"message_id": record.message_id, "receive_count": record.attributes.approximate_receive_count}
+    delivery = {
+        "message_id": record.message_id,
+        "receive_count": record.attributes.approximate_receive_count,
+        # The IAM principal (or account) that sent the message, as SQS recorded it.
+        "sender_id": record.attributes.sender_id,
+    }
     if outcome.invalid is not None:
         service.record_failure(outcome.invalid, delivery)
         park(record, "invalid_payload", describe_invalid(outcome.invalid), remaining_seconds)

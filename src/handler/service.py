@@ -44,9 +44,14 @@ def remaining_seconds_of(context: LambdaContext) -> RemainingSeconds:
     return lambda: context.get_remaining_time_in_millis() / 1000
 
 
-def run(request: KickoutRequest, remaining_seconds: RemainingSeconds) -> KickoutResult:
-    """One kickout a caller waits for (API, direct invoke): audited, counted, first in line for ZEGO's budget."""
-    audit = audit_fields(request)
+def run(
+    request: KickoutRequest, remaining_seconds: RemainingSeconds, origin: Mapping[str, object] | None = None
+) -> KickoutResult:
+    """One kickout a caller waits for (API, direct invoke): audited, counted, first in line for ZEGO's budget.
+
+    `origin`: who or what sent the request (plain fields, e.g. the IAM principal), for its audit line.
+    """
+    audit = audit_fields(request, **(origin or {}))
     try:
         result = execute(request, remaining_seconds, Lane.API)
     except Exception as error:
@@ -119,7 +124,10 @@ def _observe_budget(event: str, value: float) -> None:
 
 
 def audit_fields(request: KickoutRequest, **context: object) -> dict[str, object]:
-    return {"room_id": request.room_id, "user_count": len(request.user_ids), **context}
+    """What an audit line says of a request: the room, how many users, the operator who ordered it when named,
+    and the adapter's `context` (who sent it, the message it came in)."""
+    operator = {"operator_id": request.operator_id} if request.operator_id is not None else {}
+    return {"room_id": request.room_id, "user_count": len(request.user_ids), **operator, **context}
 
 
 def record_success(result: KickoutResult, audit: Mapping[str, object]) -> None:
