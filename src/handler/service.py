@@ -104,18 +104,17 @@ def forget_budget() -> None:
     _local_pace.cache_clear()
 
 
-_BUDGET_METRICS: dict[str, tuple[str, MetricUnit, float]] = {
-    "slot_wait": ("BudgetWait", MetricUnit.Milliseconds, 1000.0),
-    "store_calls": ("BudgetStoreCalls", MetricUnit.Count, 1.0),
-    "store_error": ("BudgetStoreErrors", MetricUnit.Count, 1.0),
-    "stale_slot": ("BudgetSlotsDropped", MetricUnit.Count, 1.0),
-}
-
-
 def _observe_budget(event: str, value: float) -> None:
-    name, unit, scale = _BUDGET_METRICS[event]
     with _metrics_lock:
-        metrics.add_metric(name=name, unit=unit, value=value * scale)
+        match event:
+            case "slot_wait":
+                metrics.add_metric(name="BudgetWait", unit=MetricUnit.Milliseconds, value=value * 1000)
+            case "store_calls":
+                metrics.add_metric(name="BudgetStoreCalls", unit=MetricUnit.Count, value=value)
+            case "stale_slot":
+                metrics.add_metric(name="BudgetSlotsDropped", unit=MetricUnit.Count, value=value)
+            case "store_error":
+                metrics.add_metric(name="BudgetStoreErrors", unit=MetricUnit.Count, value=value)
     if event == "store_error":
         logger.warning(
             "rate budget store unavailable: pacing this environment alone",
