@@ -199,15 +199,22 @@ def result_of(stdout: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Layout:
-    """A copy of the artifact as Lambda would see it: the function's directory, and a layer's if any."""
+    """A copy of the artifact as Lambda would see it: the function's directory, a layer's if any, and the
+    runtime's own packages (/var/runtime, last on the path) if the SDK is taken from there."""
 
     name: str
     task: Path
     layer: Path | None = None
+    runtime: Path | None = None
 
     @property
     def python_path(self) -> str:
-        return os.pathsep.join(str(path) for path in (self.task, self.layer) if path is not None)
+        return os.pathsep.join(str(path) for path in (self.task, self.layer, self.runtime) if path is not None)
+
+    @property
+    def sdk_home(self) -> Path:
+        """Where boto3 is imported from."""
+        return self.runtime or self.task
 
 
 def build_artifact(work: Path) -> Path:
@@ -266,11 +273,21 @@ def lay_out(artifact: Path, work: Path) -> dict[str, Layout]:
         ("bundled, no .pyc", False, False, False),
         ("layer", True, True, True),
         ("layer without .pyc", True, False, True),
+        ("runtime's boto3", True, True, False),
+        ("runtime's boto3 without .pyc", True, False, False),
     ):
         base = work / "layouts" / re.sub(r"\W+", "-", name)
         task = base / "task"
         shutil.copytree(artifact, task, symlinks=True)
-        layer = None
+        layer = runtime = None
+        if name.startswith("runtime's boto3"):
+            # boto3, botocore and s3transfer where the python3.13 runtime has its own: /var/runtime, after the zip's
+            runtime = base / "var" / "runtime"
+            runtime.mkdir(parents=True)
+            for entry in _entries(task, RUNTIME_SDK):
+                shutil.move(entry, runtime / entry.name)
+            if not bytecode_in_layer:
+                _drop_bytecode(runtime)
         if layered:
             layer = base / "opt" / "python"
             layer.mkdir(parents=True)
@@ -281,11 +298,16 @@ def lay_out(artifact: Path, work: Path) -> dict[str, Layout]:
         if not bytecode_in_task:
             _drop_bytecode(task)
         _freeze(base)
-        layouts[name] = Layout(name, task, layer)
+        layouts[name] = Layout(name, task, layer, runtime)
     return layouts
 
 
 def zipped_mb(root: Path, work: Path, leave_out: Sequence[str] = ()) -> float:
+    return zipped(root, work, leave_out)[0]
+
+
+def zipped(root: Path, work: Path, leave_out: Sequence[str] = ()) -> tuple[float, float]:
+    """The zip's size (MB), and the median time to extract it (s): what Lambda does before the runtime starts."""
     skipped = {path.name for path in _entries(root, leave_out)}
     target = work / "size.zip"
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -294,8 +316,16 @@ def zipped_mb(root: Path, work: Path, leave_out: Sequence[str] = ()) -> float:
             if relative.parts[0] not in skipped and path.is_file():
                 archive.write(path, relative)
     size = target.stat().st_size / 1e6
+    extractions = []
+    for _ in range(3):
+        into = work / "unzipped"
+        began = time.perf_counter()
+        with zipfile.ZipFile(target) as archive:
+            archive.extractall(into)
+        extractions.append(time.perf_counter() - began)
+        shutil.rmtree(into)
     target.unlink()
-    return size
+    return size, median(extractions)
 
 
 def unzipped_mb(root: Path) -> float:
@@ -512,6 +542,8 @@ def measure_cold(backend: Backend, layouts: dict[str, Layout], repeats: int, rep
         ("function, no .pyc", "cold_function.py", layouts["bundled, no .pyc"], True),
         ("function, layer", "cold_function.py", layouts["layer"], True),
         ("function, layer without .pyc", "cold_function.py", layouts["layer without .pyc"], True),
+        ("function, runtime's boto3", "cold_function.py", layouts["runtime's boto3"], True),
+        ("function, runtime's boto3 without .pyc", "cold_function.py", layouts["runtime's boto3 without .pyc"], True),
     ]
     series = {name: ColdSeries() for name, *_ in runs}
     log(f"cold starts: {len(runs)} variants x {repeats} (+1 untimed each), round robin")
@@ -520,8 +552,8 @@ def measure_cold(backend: Backend, layouts: dict[str, Layout], repeats: int, rep
             result = backend.run(script, layout, xray=xray)
             if repeat == 0:
                 origin = result["origins"]["boto3"] or ""
-                if not origin.startswith(str(layout.task)):
-                    raise BenchError(f"{name} imported boto3 from {origin}, not from the artifact")
+                if not origin.startswith(f"{layout.sdk_home}{os.sep}"):
+                    raise BenchError(f"{name} imported boto3 from {origin}, not from {layout.sdk_home}")
                 continue
             series[name].add(result)
     function, floor = series["function"], series["floor"]
@@ -545,6 +577,8 @@ def measure_cold(backend: Backend, layouts: dict[str, Layout], repeats: int, rep
         ("function, no .pyc", "function", "what shipping .pyc saves"),
         ("function, layer", "function", "Powertools+X-Ray SDK from /opt/python, with .pyc"),
         ("function, layer without .pyc", "function", "the same, layer without .pyc"),
+        ("function, runtime's boto3", "function", "boto3+botocore+s3transfer not zipped: the runtime's, with .pyc"),
+        ("function, runtime's boto3 without .pyc", "function", "the same, the runtime's copy without .pyc"),
     ):
         variant, baseline = series[name], series[baseline_name]
         report.add(
@@ -631,14 +665,15 @@ def _imported_modules(backend: Backend, layout: Layout, statement: str) -> set[s
 
 
 def measure_sizes(artifact: Path, work: Path, report: Report) -> None:
-    full = zipped_mb(artifact, work)
-    no_sdk = zipped_mb(artifact, work, RUNTIME_SDK)
+    full, full_unzip = zipped(artifact, work)
+    no_sdk, no_sdk_unzip = zipped(artifact, work, RUNTIME_SDK)
     no_sdk_no_layer = zipped_mb(artifact, work, (*RUNTIME_SDK, *LAYER_PACKAGES))
     no_layer = zipped_mb(artifact, work, LAYER_PACKAGES)
     report.note(
         f"artifact zip: {full:.1f} MB ({unzipped_mb(artifact):.0f} MB unzipped); without boto3/botocore/s3transfer "
         f"(the runtime's own) {no_sdk:.1f} MB; without Powertools+X-Ray SDK+wrapt (the layer's) {no_layer:.1f} MB; "
-        f"without both {no_sdk_no_layer:.1f} MB"
+        f"without both {no_sdk_no_layer:.1f} MB; extracting it (Python's zipfile, median of 3): {ms(full_unzip)}, "
+        f"without boto3/botocore/s3transfer {ms(no_sdk_unzip)}"
     )
 
 
