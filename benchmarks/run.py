@@ -174,7 +174,7 @@ def context_attributes() -> dict[str, Any]:
     return {
         attribute.name: getattr(context, attribute.name)
         for attribute in fields(context)
-        if attribute.name not in ("timeout_seconds", "started")
+        if attribute.name not in ("timeout_seconds", "clock", "started")
     }
 
 

@@ -22,6 +22,7 @@ from handler.kickout import (
     KickoutRequest,
     KickoutResult,
     OutOfTime,
+    RetryPolicy,
     SecretUnavailable,
     ZegoRefused,
     ZegoUnavailable,
@@ -35,6 +36,9 @@ from handler.secret import read_server_secret
 
 RemainingSeconds = Callable[[], float]
 _metrics_lock = threading.Lock()
+retry_policy = RetryPolicy()
+retry_sleep: Callable[[float], None] = time.sleep
+"""How a ZEGO call waits out its backoff between attempts (kickout_dev.backoff replaces it to replay faults fast)."""
 
 
 def remaining_seconds_of(context: LambdaContext) -> RemainingSeconds:
@@ -66,6 +70,8 @@ def execute(request: KickoutRequest, remaining_seconds: RemainingSeconds, pacer:
         send=_send_traced,
         remaining_seconds=remaining_seconds,
         pacer=pacer,
+        policy=retry_policy,
+        sleep=retry_sleep,
     )
     return kick(request, client)
 
