@@ -846,12 +846,11 @@ def test_the_dead_letter_queue_admits_as_source_only_the_queues_that_redrive_to_
     assert dlq["RedriveAllowPolicy"] == {"redrivePermission": "byQueue", "sourceQueueArnList": sources}
 
 
-def test_the_named_queue_fits_sqs_80_character_limit_for_the_samconfig_stack(template: Template) -> None:
-    stack_name = tomllib.loads(SAMCONFIG_PATH.read_text(encoding="utf-8"))["default"]["global"]["parameters"][
-        "stack_name"
-    ]
+def test_the_named_queue_fits_sqs_80_character_limit_for_each_samconfig_stack(template: Template) -> None:
     name = resource(template, "KickoutQueue", "AWS::SQS::Queue")["QueueName"]["Fn::Sub"]
-    assert len(name.replace("${AWS::StackName}", stack_name)) <= 80
+    for environment_name, config in samconfig_environments().items():
+        stack_name = config["global"]["parameters"]["stack_name"]
+        assert len(name.replace("${AWS::StackName}", stack_name)) <= 80, environment_name
 
 
 SECRET_ARN = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:kickout/zego-server-secret-AbCdEf"
