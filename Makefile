@@ -90,9 +90,13 @@ $(SAM_VENV)/.installed:
 # LAMBDA_ARCH=x86_64 builds wheels for this machine (to run the artifact here); the default is Lambda's arm64.
 BUILD_DIR ?= .aws-sam/build
 LAMBDA_ARCH ?= arm64
+# A build leaves nothing outside BUILD_DIR: no cache (with samconfig.toml's `cached = true` SAM would make
+# .aws-sam/cache and .aws-sam/deps here whatever --build-dir says), and the build.toml SAM writes beside BUILD_DIR
+# (its build graph, which only cached builds read) is removed.
 build: sam
 	PATH="$(dir $(PYTHON)):$$PATH" LAMBDA_ARCH=$(LAMBDA_ARCH) \
-		$(SAM_VENV)/bin/sam build --template-file template.yaml --build-dir $(BUILD_DIR)
+		$(SAM_VENV)/bin/sam build --no-cached --template-file template.yaml --build-dir $(BUILD_DIR)
+	rm -f "$(abspath $(BUILD_DIR)/..)/build.toml"
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

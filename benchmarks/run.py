@@ -8,7 +8,8 @@
 4. two environments (two processes, the template's 9/s each) draining 180 kickouts through one stand-in that
    enforces ZEGO's 20 requests/s: refusals for rate, kickouts/s
 5. cold start from the built artifact (fresh python3.13, first kickout) / the least code doing the same; the
-   same without .pyc files, and with Powertools in a layer directory; zip sizes; import times
+   same without .pyc files, with Powertools in a layer directory, and with boto3 taken from the runtime's own
+   directory instead of the zip; zip sizes; import times
 6. peak RSS of the function's process after 2000 warm invocations
 
 What it starts (a moto server, the stand-in, child interpreters) it stops by handle; it leaves nothing behind
@@ -174,7 +175,7 @@ def context_attributes() -> dict[str, Any]:
     return {
         attribute.name: getattr(context, attribute.name)
         for attribute in fields(context)
-        if attribute.name not in ("timeout_seconds", "started")
+        if attribute.name not in ("timeout_seconds", "clock", "started")
     }
 
 
@@ -199,15 +200,22 @@ def result_of(stdout: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Layout:
-    """A copy of the artifact as Lambda would see it: the function's directory, and a layer's if any."""
+    """A copy of the artifact as Lambda would see it: the function's directory, a layer's if any, and the
+    runtime's own packages (/var/runtime, last on the path) if the SDK is taken from there."""
 
     name: str
     task: Path
     layer: Path | None = None
+    runtime: Path | None = None
 
     @property
     def python_path(self) -> str:
-        return os.pathsep.join(str(path) for path in (self.task, self.layer) if path is not None)
+        return os.pathsep.join(str(path) for path in (self.task, self.layer, self.runtime) if path is not None)
+
+    @property
+    def sdk_home(self) -> Path:
+        """Where boto3 is imported from."""
+        return self.runtime or self.task
 
 
 def build_artifact(work: Path) -> Path:
@@ -266,11 +274,21 @@ def lay_out(artifact: Path, work: Path) -> dict[str, Layout]:
         ("bundled, no .pyc", False, False, False),
         ("layer", True, True, True),
         ("layer without .pyc", True, False, True),
+        ("runtime's boto3", True, True, False),
+        ("runtime's boto3 without .pyc", True, False, False),
     ):
         base = work / "layouts" / re.sub(r"\W+", "-", name)
         task = base / "task"
         shutil.copytree(artifact, task, symlinks=True)
-        layer = None
+        layer = runtime = None
+        if name.startswith("runtime's boto3"):
+            # boto3, botocore and s3transfer where the python3.13 runtime has its own: /var/runtime, after the zip's
+            runtime = base / "var" / "runtime"
+            runtime.mkdir(parents=True)
+            for entry in _entries(task, RUNTIME_SDK):
+                shutil.move(entry, runtime / entry.name)
+            if not bytecode_in_layer:
+                _drop_bytecode(runtime)
         if layered:
             layer = base / "opt" / "python"
             layer.mkdir(parents=True)
@@ -281,7 +299,7 @@ def lay_out(artifact: Path, work: Path) -> dict[str, Layout]:
         if not bytecode_in_task:
             _drop_bytecode(task)
         _freeze(base)
-        layouts[name] = Layout(name, task, layer)
+        layouts[name] = Layout(name, task, layer, runtime)
     return layouts
 
 
@@ -516,6 +534,8 @@ def measure_cold(backend: Backend, layouts: dict[str, Layout], repeats: int, rep
         ("function, no .pyc", "cold_function.py", layouts["bundled, no .pyc"], True),
         ("function, layer", "cold_function.py", layouts["layer"], True),
         ("function, layer without .pyc", "cold_function.py", layouts["layer without .pyc"], True),
+        ("function, runtime's boto3", "cold_function.py", layouts["runtime's boto3"], True),
+        ("function, runtime's boto3 without .pyc", "cold_function.py", layouts["runtime's boto3 without .pyc"], True),
     ]
     series = {name: ColdSeries() for name, *_ in runs}
     log(f"cold starts: {len(runs)} variants x {repeats} (+1 untimed each), round robin")
@@ -524,8 +544,8 @@ def measure_cold(backend: Backend, layouts: dict[str, Layout], repeats: int, rep
             result = backend.run(script, layout, xray=xray)
             if repeat == 0:
                 origin = result["origins"]["boto3"] or ""
-                if not origin.startswith(str(layout.task)):
-                    raise BenchError(f"{name} imported boto3 from {origin}, not from the artifact")
+                if not origin.startswith(f"{layout.sdk_home}{os.sep}"):
+                    raise BenchError(f"{name} imported boto3 from {origin}, not from {layout.sdk_home}")
                 continue
             series[name].add(result)
     function, floor = series["function"], series["floor"]
@@ -549,6 +569,8 @@ def measure_cold(backend: Backend, layouts: dict[str, Layout], repeats: int, rep
         ("function, no .pyc", "function", "what shipping .pyc saves"),
         ("function, layer", "function", "Powertools+X-Ray SDK from /opt/python, with .pyc"),
         ("function, layer without .pyc", "function", "the same, layer without .pyc"),
+        ("function, runtime's boto3", "function", "boto3+botocore+s3transfer not zipped: the runtime's, with .pyc"),
+        ("function, runtime's boto3 without .pyc", "function", "the same, the runtime's copy without .pyc"),
     ):
         variant, baseline = series[name], series[baseline_name]
         report.add(

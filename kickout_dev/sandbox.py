@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 from moto import mock_aws
 
+from kickout_dev.backoff import InstantBackoff
 from kickout_dev.moto_server import make_dynamodb_updates_atomic
 from kickout_dev.zim_server import ZimStandIn
 
@@ -40,10 +41,14 @@ class LambdaContext:
     log_group_name: str = "/aws/lambda/kickout-KickoutFunction"
     log_stream_name: str = "2026/11/25/[$LATEST]0123456789abcdef"
     timeout_seconds: float = 20.0
-    started: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
 
     def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.timeout_seconds - (time.monotonic() - self.started)) * 1000))
+        return max(0, int((self.timeout_seconds - (self.clock() - self.started)) * 1000))
 
 
 @dataclass
@@ -53,6 +58,13 @@ class Sandbox:
     dlq_url: str
     queue_url: str
     environ: dict[str, str]
+    backoff: InstantBackoff | None = None
+    """The function's retry backoff, skipped but counted as time spent; None: real sleeps."""
+
+    def context(self, timeout_seconds: float = 20.0) -> LambdaContext:
+        """A fresh Lambda context, on a clock that counts the backoff the sandbox skips."""
+        clock = self.backoff.clock() if self.backoff is not None else time.monotonic
+        return LambdaContext(timeout_seconds=timeout_seconds, clock=clock)
 
     def parked(self) -> list[dict[str, Any]]:
         """Every message in the dead-letter queue (received, then deleted so a second call does not see it)."""
@@ -132,6 +144,12 @@ def reset_function_state() -> None:
     service.forget_budget()
 
 
+def _backoff_sleep(sleep: Callable[[float], None]) -> None:
+    from handler import service  # imported late: the handler must see the sandbox's env
+
+    service.retry_sleep = sleep
+
+
 @contextmanager
 def sandbox(
     *,
@@ -139,8 +157,11 @@ def sandbox(
     secret_string: str | None = None,
     max_requests_per_second: int | None = None,
     rate_limit_per_second: float = 1000.0,
+    instant_backoff: bool = False,
 ) -> Iterator[Sandbox]:
+    """The function's world on this machine; with `instant_backoff`, its retries do not wait (kickout_dev.backoff)."""
     saved = dict(os.environ)
+    backoff = InstantBackoff() if instant_backoff else None
     os.environ.update(
         {"AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     )
@@ -169,8 +190,14 @@ def sandbox(
             )
             os.environ.update(environ)
             reset_function_state()
-            yield Sandbox(zim=zim, secret_arn=secret_arn, dlq_url=dlq_url, queue_url=queue_url, environ=environ)
+            if backoff is not None:
+                _backoff_sleep(backoff.sleep)
+            yield Sandbox(
+                zim=zim, secret_arn=secret_arn, dlq_url=dlq_url, queue_url=queue_url, environ=environ, backoff=backoff
+            )
     finally:
+        if backoff is not None:
+            _backoff_sleep(time.sleep)
         os.environ.clear()
         os.environ.update(saved)
         reset_function_state()

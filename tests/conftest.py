@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import pytest
 from aws_lambda_powertools.metrics.provider.cold_start import reset_cold_start_flag
 
-from kickout_dev.sandbox import LambdaContext, Sandbox, sandbox
+from kickout_dev.sandbox import Sandbox, sandbox
 from kickout_dev.zim_server import ZimStandIn
 
 # Powertools reads these when Logger, Tracer and Metrics are built, at the handler's import: before any test.
@@ -65,7 +65,7 @@ class Printed:
 
 @pytest.fixture
 def box() -> Iterator[Sandbox]:
-    with sandbox() as running:
+    with sandbox(instant_backoff=True) as running:
         yield running
 
 
@@ -91,7 +91,7 @@ def invoke(box: Sandbox, printed: Printed) -> Invoke:
     from handler.app import lambda_handler
 
     def call(event: Any, *, timeout_seconds: float = 20.0) -> Any:
-        return lambda_handler(event, LambdaContext(timeout_seconds=timeout_seconds))
+        return lambda_handler(event, box.context(timeout_seconds))
 
     return call
 

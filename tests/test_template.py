@@ -84,6 +84,34 @@ def get_att(logical_id: str, attribute: str) -> dict[str, list[str]]:
     return {"Fn::GetAtt": [logical_id, attribute]}
 
 
+# The ServiceName parameter, or else the stack's name (a parameter's default cannot be a Ref).
+SERVICE_NAME = {"Fn::If": ["ServiceNameGiven", {"Ref": "ServiceName"}, {"Ref": "AWS::StackName"}]}
+
+
+def evaluate(template: Template, value: Any, parameters: dict[str, str], stack_name: str) -> Any:
+    """A value as CloudFormation resolves it, for the intrinsics conditions and names use here."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return value
+    [(function, argument)] = value.items()
+    match function:
+        case "Ref" if argument == "AWS::StackName":
+            return stack_name
+        case "Ref":
+            return parameters.get(argument, template["Parameters"][argument].get("Default"))
+        case "Fn::Equals":
+            left, right = (evaluate(template, side, parameters, stack_name) for side in argument)
+            return left == right
+        case "Fn::Not":
+            return not evaluate(template, argument[0], parameters, stack_name)
+        case "Fn::If":
+            condition, if_true, if_false = argument
+            chosen = (
+                if_true if evaluate(template, template["Conditions"][condition], parameters, stack_name) else if_false
+            )
+            return evaluate(template, chosen, parameters, stack_name)
+    raise AssertionError(f"cannot evaluate {function}")
+
+
 @pytest.fixture(scope="module")
 def template() -> Template:
     # cfn-lint's loader understands the short intrinsic tags (!Ref, !GetAtt, !Sub).
@@ -175,7 +203,7 @@ def test_function_entry_point_is_the_handler_package(template: Template) -> None
 
 def test_powertools_is_configured_by_the_template_not_the_code(template: Template) -> None:
     variables = environment(template)
-    assert variables["POWERTOOLS_SERVICE_NAME"] == "kickout"
+    assert variables["POWERTOOLS_SERVICE_NAME"] == SERVICE_NAME
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "Kickout"
     assert variables["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
     assert "LOG_LEVEL" not in variables
@@ -429,23 +457,35 @@ def failure_classes() -> set[str]:
     }
 
 
-def filled(template: Template, text: str) -> str:
-    """A !Sub string with each ${Name} or ${Resource.Attribute} replaced by <<...>>, after checking it resolves."""
+def filled(template: Template, text: str, variables: dict[str, Any] | None = None) -> str:
+    """A !Sub string with each ${Name} or ${Resource.Attribute} replaced by <<...>>, after checking it resolves
+    (to a variable of the !Sub, a parameter, a resource or a pseudo parameter)."""
 
     def placeholder(match: re.Match[str]) -> str:
         name = match.group(1)
         resource_name = name.split(".", 1)[0]
-        assert name.startswith("AWS::") or resource_name in template["Resources"] or name in template["Parameters"], (
-            f"${{{name}}} names nothing in the template"
-        )
+        assert (
+            name in (variables or {})
+            or name.startswith("AWS::")
+            or resource_name in template["Resources"]
+            or name in template["Parameters"]
+        ), f"${{{name}}} names nothing in the template"
         return f"<<{name}>>"
 
     return re.sub(r"\$\{([^}!]+)\}", placeholder, text)
 
 
+def dashboard_variables(template: Template) -> dict[str, Any]:
+    """The variables of the dashboard body's !Sub."""
+    sub = resource(template, "KickoutDashboard", "AWS::CloudWatch::Dashboard")["DashboardBody"]["Fn::Sub"]
+    variables: dict[str, Any] = sub[1] if isinstance(sub, list) else {}
+    return variables
+
+
 def dashboard(template: Template) -> dict[str, Any]:
-    body = resource(template, "KickoutDashboard", "AWS::CloudWatch::Dashboard")["DashboardBody"]["Fn::Sub"]
-    parsed: dict[str, Any] = json.loads(filled(template, body))
+    sub = resource(template, "KickoutDashboard", "AWS::CloudWatch::Dashboard")["DashboardBody"]["Fn::Sub"]
+    body = sub[0] if isinstance(sub, list) else sub
+    parsed: dict[str, Any] = json.loads(filled(template, body, dashboard_variables(template)))
     return parsed
 
 
@@ -484,9 +524,19 @@ def alarm_metrics(alarm: dict[str, Any]) -> list[dict[str, Any]]:
     return [query["MetricStat"]["Metric"] for query in alarm["Metrics"] if "MetricStat" in query]
 
 
-def custom_metric_dimensions(template: Template) -> dict[str, str]:
+def custom_metric_dimensions(template: Template) -> dict[str, Any]:
     """Powertools' EMF dimension on every custom metric: service = POWERTOOLS_SERVICE_NAME."""
     return {"service": environment(template)["POWERTOOLS_SERVICE_NAME"]}
+
+
+def charted_custom_metric_dimensions(template: Template) -> dict[str, str]:
+    """The same on the dashboard: the placeholder of the !Sub variable whose value is POWERTOOLS_SERVICE_NAME."""
+    [service] = [
+        name
+        for name, value in dashboard_variables(template).items()
+        if value == environment(template)["POWERTOOLS_SERVICE_NAME"]
+    ]
+    return {"service": f"<<{service}>>"}
 
 
 def test_dashboard_body_is_json_once_its_placeholders_are_filled(template: Template) -> None:
@@ -515,7 +565,7 @@ def test_dashboard_charts_every_metric_the_code_emits_and_no_other(template: Tem
     # THEN each metric the code emits has a line, under the dimensions Powertools gives it
     assert {name for name, _ in custom} == emitted
     for name, dimensions in custom:
-        expected = custom_metric_dimensions(template)
+        expected = charted_custom_metric_dimensions(template)
         if name == "ColdStart":  # Powertools adds the function's name to this one
             expected = {"function_name": "<<KickoutFunction>>", **expected}
         assert dimensions == expected, name
@@ -661,10 +711,11 @@ def test_outputs_expose_the_api_url_queues_and_function(template: Template) -> N
     }
 
 
-def test_samconfig_overrides_only_declared_parameters_with_allowed_values(template: Template) -> None:
-    # GIVEN the overrides `sam deploy` will pass
+@pytest.mark.parametrize("config_env", ["default", "staging"])
+def test_samconfig_overrides_only_declared_parameters_with_allowed_values(template: Template, config_env: str) -> None:
+    # GIVEN the overrides `sam deploy --config-env <config_env>` will pass
     config = tomllib.loads(SAMCONFIG_PATH.read_text(encoding="utf-8"))
-    deploy = config["default"]["deploy"]["parameters"]
+    deploy = config[config_env]["deploy"]["parameters"]
     overrides = dict(item.split("=", 1) for item in shlex.split(deploy["parameter_overrides"]))
     parameters = template["Parameters"]
     # THEN each names a template parameter, every parameter without a default is given,
@@ -681,7 +732,9 @@ def test_samconfig_overrides_only_declared_parameters_with_allowed_values(templa
             assert float(value) >= float(spec["MinValue"]), name
         if "MaxValue" in spec:
             assert float(value) <= float(spec["MaxValue"]), name
-    assert config["default"]["global"]["parameters"]["stack_name"] == "kickout"
+    assert config[config_env]["global"]["parameters"]["stack_name"] == {"default": "kickout"}.get(
+        config_env, f"kickout-{config_env}"
+    )
     assert deploy["capabilities"] == "CAPABILITY_IAM"
 
 
@@ -831,12 +884,11 @@ def test_the_dead_letter_queue_admits_as_source_only_the_queues_that_redrive_to_
     assert dlq["RedriveAllowPolicy"] == {"redrivePermission": "byQueue", "sourceQueueArnList": sources}
 
 
-def test_the_named_queue_fits_sqs_80_character_limit_for_the_samconfig_stack(template: Template) -> None:
-    stack_name = tomllib.loads(SAMCONFIG_PATH.read_text(encoding="utf-8"))["default"]["global"]["parameters"][
-        "stack_name"
-    ]
+def test_the_named_queue_fits_sqs_80_character_limit_for_each_samconfig_stack(template: Template) -> None:
     name = resource(template, "KickoutQueue", "AWS::SQS::Queue")["QueueName"]["Fn::Sub"]
-    assert len(name.replace("${AWS::StackName}", stack_name)) <= 80
+    for environment_name, config in samconfig_environments().items():
+        stack_name = config["global"]["parameters"]["stack_name"]
+        assert len(name.replace("${AWS::StackName}", stack_name)) <= 80, environment_name
 
 
 SECRET_ARN = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:kickout/zego-server-secret-AbCdEf"
@@ -975,3 +1027,79 @@ def test_the_serverless_rules_run_a_dead_letter_queue_unsuppressed_is_flagged(tm
     matches = lint(unsuppressed)
     # THEN exactly that rule fires: the rules are loaded, and the suppression is what keeps the template clean
     assert [match.rule.id for match in matches] == ["ES6000"]
+
+
+# --- one stack per environment ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stack_name", "service_name", "expected"),
+    [
+        ("kickout", "", "kickout"),
+        ("kickout-staging", "", "kickout-staging"),
+        ("kickout-staging", "moderation-staging", "moderation-staging"),
+    ],
+)
+def test_the_service_name_is_the_stack_name_unless_given(
+    template: Template, stack_name: str, service_name: str, expected: str
+) -> None:
+    # GIVEN a stack and its ServiceName parameter (empty by default)
+    parameter = template["Parameters"]["ServiceName"]
+    assert parameter["Default"] == ""
+    assert re.fullmatch(parameter["AllowedPattern"], service_name)
+    parameters = {"ServiceName": service_name}
+    # WHEN CloudFormation resolves the function's service name, the alarms' dimension and the dashboard's
+    resolved = evaluate(template, environment(template)["POWERTOOLS_SERVICE_NAME"], parameters, stack_name)
+    watched = [
+        evaluate(template, dimension["Value"], parameters, stack_name)
+        for alarm in alarms(template).values()
+        for metric in alarm_metrics(alarm)
+        if metric["Namespace"] == environment(template)["POWERTOOLS_METRICS_NAMESPACE"]
+        for dimension in metric["Dimensions"]
+        if dimension["Name"] == "service"
+    ]
+    charted = {
+        name: evaluate(template, value, parameters, stack_name) for name, value in dashboard_variables(template).items()
+    }
+    # THEN all three are the given name, or else the stack's
+    assert resolved == expected
+    assert watched
+    assert set(watched) == {expected}
+    assert charted == {"Service": expected}
+
+
+@pytest.mark.parametrize("value", ["kickout", "kickout-staging", "moderation.eu_1", "a" * 128])
+def test_service_name_parameter_accepts_a_dimension_value_a_stack_name_could_be(template: Template, value: str) -> None:
+    assert re.fullmatch(template["Parameters"]["ServiceName"]["AllowedPattern"], value)
+
+
+@pytest.mark.parametrize("value", ["-kickout", "kick out", "kickout/staging", "a" * 129])
+def test_service_name_parameter_refuses_what_is_no_plain_name(template: Template, value: str) -> None:
+    assert not re.fullmatch(template["Parameters"]["ServiceName"]["AllowedPattern"], value)
+
+
+def samconfig_environments() -> dict[str, dict[str, Any]]:
+    config: dict[str, dict[str, Any]] = tomllib.loads(SAMCONFIG_PATH.read_text(encoding="utf-8"))
+    return {name: section for name, section in config.items() if isinstance(section, dict)}
+
+
+def test_each_samconfig_environment_deploys_a_stack_that_shares_nothing_observable(template: Template) -> None:
+    # GIVEN every environment of samconfig.toml (`sam deploy --config-env NAME`)
+    environments = samconfig_environments()
+    assert {"default", "staging"} <= set(environments)
+    seen: dict[str, set[str]] = {"stack": set(), "s3_prefix": set(), "service": set(), "ZEGO AppId": set()}
+    for name, config in environments.items():
+        stack_name = config["global"]["parameters"]["stack_name"]
+        deploy = config["deploy"]["parameters"]
+        overrides = dict(item.split("=", 1) for item in shlex.split(deploy["parameter_overrides"]))
+        service = evaluate(template, environment(template)["POWERTOOLS_SERVICE_NAME"], overrides, stack_name)
+        # THEN each has a stack, an S3 prefix and a service dimension of its own (and so its own alarms,
+        # dashboard, queues and metric series), and a ZEGO AppId of its own (ZEGO's rate limit is per AppId)
+        for kind, value in (
+            ("stack", stack_name),
+            ("s3_prefix", deploy["s3_prefix"]),
+            ("service", service),
+            ("ZEGO AppId", overrides["ZegoAppId"]),
+        ):
+            assert value not in seen[kind], f"[{name}] shares its {kind} {value!r} with another environment"
+            seen[kind].add(value)

@@ -24,6 +24,7 @@ from handler.kickout import (
     KickoutResult,
     OutOfTime,
     RateGate,
+    RetryPolicy,
     SecretUnavailable,
     ZegoRefused,
     ZegoUnavailable,
@@ -37,6 +38,9 @@ from handler.secret import read_server_secret
 
 RemainingSeconds = Callable[[], float]
 _metrics_lock = threading.Lock()
+retry_policy = RetryPolicy()
+retry_sleep: Callable[[float], None] = time.sleep
+"""How a ZEGO call waits out its backoff between attempts (kickout_dev.backoff replaces it to replay faults fast)."""
 
 
 def remaining_seconds_of(context: LambdaContext) -> RemainingSeconds:
@@ -71,6 +75,8 @@ def execute(request: KickoutRequest, remaining_seconds: RemainingSeconds, lane: 
         send=_send_traced,
         remaining_seconds=remaining_seconds,
         pacer=budget(lane),
+        policy=retry_policy,
+        sleep=retry_sleep,
     )
     result = kick(request, client)
     with _metrics_lock:

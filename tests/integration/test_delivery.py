@@ -11,11 +11,12 @@ import threading
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import boto3
 import pytest
 
+from handler import service
 from kickout_dev.events import sqs_record
 from kickout_dev.sandbox import REGION, SERVER_SECRET, Sandbox
 from kickout_dev.zim_server import Fault
@@ -23,6 +24,9 @@ from tests.conftest import Invoke, Printed
 
 MAX_RECEIVES = 5  # the template's maxReceiveCount
 BATCH_SIZE = 10
+# ZEGO's slowest answer here, and the time a request may take (RetryPolicy's 5 s, shortened so as not to wait it out)
+SLOW_SECONDS = 1.5
+REQUEST_TIMEOUT = 1.0
 
 
 @dataclass
@@ -100,7 +104,7 @@ STREAM: list[tuple[str, int, list[Fault], str]] = [
     ("reset", 10, [Fault.reset()], "kicked"),
     ("junk", 10, [Fault.not_json()] * 2, "kicked"),
     ("expired", 10, [Fault.code(100000004)], "kicked"),
-    ("slow", 2, [Fault.slow(5.5)], "kicked"),
+    ("slow", 2, [Fault.slow(SLOW_SECONDS)], "kicked"),  # longer than a request may take: timed out, retried
     ("gone", 10, [Fault.code(660300001)], "nothing_to_do"),
     ("absent", 10, [Fault.code(660300002)], "nothing_to_do"),
     ("operator", 8, [Fault.code(660500002)] * MAX_RECEIVES, "parked"),
@@ -137,7 +141,9 @@ def build_stream(zego: FaultyZego) -> list[Message]:
 
 
 @pytest.fixture
-def faulty_box(box: Sandbox) -> tuple[Sandbox, FaultyZego]:
+def faulty_box(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> tuple[Sandbox, FaultyZego]:
+    """The sandbox (retry backoff skipped but counted as time spent) with ZEGO playing each room's faults."""
+    monkeypatch.setattr(service, "retry_policy", replace(service.retry_policy, request_timeout=REQUEST_TIMEOUT))
     zego = FaultyZego()
     box.zim.fault_for = zego
     return box, zego
@@ -192,6 +198,10 @@ def test_a_faulty_stream_is_fully_accounted_for(
     # only what outlasts one invocation's retries came back: `down` (6 x 503) and some `ratelimited`
     retried_kinds = {message_id.rsplit("-", 1)[0] for message_id in outcome.failed_receives}
     assert retried_kinds <= {"down", "ratelimited"}
+    # the slow answers were given up on and asked again; the retries backed off (in no time: the sandbox's clock)
+    assert all(zego.seen[room] >= 2 for room in zego.scripts if room.startswith("slow-"))
+    assert box.backoff is not None
+    assert box.backoff.sleeps, "the retries did not back off through the sandbox's clock"
     # the rotation cost at most one refused signature per call in flight (a batch's), then the secret was re-read
     assert 1 <= sum(1 for code, _ in box.zim.refusals if code == 100000005) <= BATCH_SIZE
     # and the secret and signatures never reached the output

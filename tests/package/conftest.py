@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from kickout_dev.local_lambda import Stack, Tools, Unavailable, build, find_tools, running
+from kickout_dev.local_lambda import ROOT, Stack, Tools, Unavailable, build, find_tools, running
 
 
 @pytest.fixture(scope="session")
@@ -27,13 +28,44 @@ def tools() -> Tools:
         pytest.skip(f"cannot run the built artifact on this machine: {error}")
 
 
+@dataclass(frozen=True)
+class Built:
+    artifact: Path
+    beside: list[str]
+    """What the build left beside its build directory."""
+    left_in_repository: set[str]
+    """Paths that appeared in the checkout during the build."""
+
+
+# Written by the tools that run meanwhile (pytest, hypothesis, linters) or kept by git and the virtualenvs.
+NOT_BUILD_OUTPUT = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache"}
+
+
+def repository_paths() -> set[str]:
+    """Every file and folder of the checkout, but those of git, the virtualenvs and the tools' caches."""
+    paths: set[str] = set()
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = [name for name in subfolders if name not in NOT_BUILD_OUTPUT and not name.startswith(".venv-")]
+        relative = Path(folder).relative_to(ROOT)
+        paths.update((relative / name).as_posix() for name in [*subfolders, *files])
+    return paths
+
+
 @pytest.fixture(scope="session")
-def artifact(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def built(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     """`make build` into a directory of this session's own (other runs may build .aws-sam/local meanwhile),
     removed afterwards (about 60 MB)."""
-    build_dir = tmp_path_factory.mktemp("sam-build")
-    yield build(tools, build_dir)
-    shutil.rmtree(build_dir, ignore_errors=True)
+    root = tmp_path_factory.mktemp("sam")
+    before = repository_paths()
+    artifact = build(tools, root / "build")
+    beside = sorted(path.name for path in root.iterdir() if path.name != "build")
+    yield Built(artifact, beside, repository_paths() - before)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def artifact(built: Built) -> Path:
+    return built.artifact
 
 
 @pytest.fixture(scope="module")
