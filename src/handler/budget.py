@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 MARGIN: Final = 0.04
 """Slots are 4 % wider than ZEGO's limit: twenty of them span 1.04 s, so a call may leave 40 ms late."""
-QUEUE_HORIZON: Final = 0.5
+QUEUE_HORIZON: Final = 0.25
 """The queue books no slot further ahead than this: the most an API call waits behind the queue, in seconds."""
 MAX_LATENESS: Final = 0.02
 """A slot this late when its call would leave is dropped, not used: a late call crowds the next second."""
@@ -206,21 +206,25 @@ class FleetBudget:
         """Wait for this call's slot; False (and no slot used) when none comes within `max_wait` seconds."""
         started = self.clock()
         deadline = started + max_wait
-        with self._lock:
-            self._waiting += 1
-            try:
-                slot = self._take(deadline)
-            finally:
-                self._waiting -= 1
-        if slot is None:
-            return False
-        if isinstance(slot, _PaceLocally):
-            return self.fallback.acquire(max(0.0, deadline - self.clock()))
-        wait = slot - self.clock()
-        if wait > 0:
-            self.sleep(wait)
-        self.observe("slot_wait", self.clock() - started)
-        return True
+        while True:
+            with self._lock:
+                self._waiting += 1
+                try:
+                    slot = self._take(deadline)
+                finally:
+                    self._waiting -= 1
+            if slot is None:
+                return False
+            if isinstance(slot, _PaceLocally):
+                return self.fallback.acquire(max(0.0, deadline - self.clock()))
+            wait = slot - self.clock()
+            if wait > 0:
+                self.sleep(wait)
+            if self.clock() - slot <= MAX_LATENESS:
+                self.observe("slot_wait", self.clock() - started)
+                return True
+            # Woken too late (a busy machine): leaving now would crowd the next second. Let the slot go.
+            self.observe("stale_slot", 1)
 
     def slow_down(self) -> None:
         """ZEGO said "over the limit" (someone else uses the AppId, or a clock is off): book wider slots."""
