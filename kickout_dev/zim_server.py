@@ -101,6 +101,8 @@ class ZimStandIn(LoopbackServer):
     requests_seen: int = 0
     max_in_flight: int = 0
     """The most requests the server was handling at one time (shows whether a client sends concurrently)."""
+    outage: Fault | None = None
+    """While set, every request gets this fault (see go_down), before any scripted one."""
     faults: deque[Fault] = field(default_factory=deque)
     fault_for: Callable[[dict[str, list[str]]], Fault | None] | None = None
     """Decide a fault per request from its parameters (for streams where order is not known)."""
@@ -121,6 +123,15 @@ class ZimStandIn(LoopbackServer):
     def script(self, *faults: Fault) -> None:
         with self._lock:
             self.faults.extend(faults)
+
+    def go_down(self, fault: Fault | None = None) -> None:
+        """Answer every request with `fault` (HTTP 503 by default) until `come_back`: ZEGO is down."""
+        with self._lock:
+            self.outage = fault or Fault.http(503)
+
+    def come_back(self) -> None:
+        with self._lock:
+            self.outage = None
 
     def rotate_secret(self, new_secret: str) -> None:
         with self._lock:
@@ -153,7 +164,7 @@ class ZimStandIn(LoopbackServer):
             self._answer(request, self._refuse(2, f"unparseable query: {error}"))
             return
         with self._lock:
-            fault = self.faults.popleft() if self.faults else None
+            fault = self.outage or (self.faults.popleft() if self.faults else None)
         if fault is None and self.fault_for is not None:
             fault = self.fault_for(params)
         if fault is not None and self._misbehave(request, fault, params):

@@ -7,7 +7,6 @@ merges messages into fewer calls and audits each message on its own.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -16,13 +15,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from handler import settings, transport, zim
+from handler import health, settings, transport, zim
 from handler.kickout import (
     HttpReply,
     KickoutRequest,
     KickoutResult,
     OutOfTime,
     SecretUnavailable,
+    ZegoCircuitOpen,
     ZegoRefused,
     ZegoUnavailable,
     ZimClient,
@@ -30,11 +30,11 @@ from handler.kickout import (
     kick,
 )
 from handler.observability import logger, metrics, tracer
+from handler.observability import metrics_lock as _metrics_lock
 from handler.pacing import Pacer
 from handler.secret import read_server_secret
 
 RemainingSeconds = Callable[[], float]
-_metrics_lock = threading.Lock()
 
 
 def remaining_seconds_of(context: LambdaContext) -> RemainingSeconds:
@@ -66,6 +66,7 @@ def execute(request: KickoutRequest, remaining_seconds: RemainingSeconds, pacer:
         send=_send_traced,
         remaining_seconds=remaining_seconds,
         pacer=pacer,
+        health=health.zego_health(),
     )
     return kick(request, client)
 
@@ -101,6 +102,8 @@ def failure_class(error: Exception) -> str:
     match error:
         case ZegoRefused():
             return "Permanent"
+        case ZegoCircuitOpen():
+            return "CircuitOpen"
         case ZegoUnavailable(rate_limited=True):
             return "RateLimited"
         case ZegoUnavailable(timed_out=True):

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 import boto3
 import pytest
 
+from handler import health
 from kickout_dev.events import sqs_record
-from kickout_dev.sandbox import REGION, SERVER_SECRET, Sandbox
+from kickout_dev.sandbox import REGION, SERVER_SECRET, Sandbox, template_queue
 from kickout_dev.zim_server import Fault
 from tests.conftest import Invoke, Printed
 
-MAX_RECEIVES = 5  # the template's maxReceiveCount
+MAX_RECEIVES = int(template_queue()["RedrivePolicy"]["maxReceiveCount"])
 BATCH_SIZE = 10
 
 
@@ -137,7 +138,12 @@ def build_stream(zego: FaultyZego) -> list[Message]:
 
 
 @pytest.fixture
-def faulty_box(box: Sandbox) -> tuple[Sandbox, FaultyZego]:
+def faulty_box(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> tuple[Sandbox, FaultyZego]:
+    # This replay has no clock: a circuit its faults opened would never see its recovery window pass, and every
+    # message would wait out its receives. The circuit stays closed here; tests/integration/test_outage.py
+    # replays with time.
+    monkeypatch.setattr(health, "FAILURES_TO_OPEN", 10**9)
+    health.zego_health.cache_clear()
     zego = FaultyZego()
     box.zim.fault_for = zego
     return box, zego
