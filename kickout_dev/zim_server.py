@@ -15,7 +15,7 @@ import socket
 import struct
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -99,6 +99,8 @@ class ZimStandIn(LoopbackServer):
     refusals: list[tuple[int, str]] = field(default_factory=list)
     """(code, why) for every request refused by the checks: signature, skew, parameters, rate."""
     requests_seen: int = 0
+    requests_by_room: Counter[str] = field(default_factory=Counter)
+    """Every request that reached the server, faulted or not, by its RoomId."""
     max_in_flight: int = 0
     """The most requests the server was handling at one time (shows whether a client sends concurrently)."""
     outage: Fault | None = None
@@ -164,6 +166,7 @@ class ZimStandIn(LoopbackServer):
             self._answer(request, self._refuse(2, f"unparseable query: {error}"))
             return
         with self._lock:
+            self.requests_by_room[params.get("RoomId", [""])[0]] += 1
             fault = self.outage or (self.faults.popleft() if self.faults else None)
         if fault is None and self.fault_for is not None:
             fault = self.fault_for(params)
