@@ -750,9 +750,15 @@ def test_sqs_actions_are_granted_only_on_the_two_queues_each_for_its_part(transl
                     assert isinstance(target, dict), statement
                     assert "Fn::GetAtt" in target, statement
                     granted.setdefault(target["Fn::GetAtt"][0], set()).add(str(action))
-    # THEN the queue is read (receive, delete, attributes) and the DLQ written to (parking, failed async invokes)
+    # THEN the queue is read (receive, delete, attributes) and its messages backed off while ZEGO fails (visibility),
+    # and the DLQ written to (parking, failed async invokes)
     assert granted == {
-        "KickoutQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+        "KickoutQueue": {
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            "sqs:ChangeMessageVisibility",
+        },
         "KickoutDeadLetterQueue": {"sqs:SendMessage"},
     }
 
