@@ -11,6 +11,8 @@
    same without .pyc files, with Powertools in a layer directory, and with boto3 taken from the runtime's own
    directory instead of the zip; zip sizes; import times
 6. peak RSS of the function's process after 2000 warm invocations
+7. ZEGO down 90 minutes on a simulated clock (benchmarks/outage.py): messages moved to the DLQ, ZEGO calls during
+   the outage / the same replay without the circuit, time to drain after recovery
 
 What it starts (a moto server, the stand-in, child interpreters) it stops by handle; it leaves nothing behind
 but the table it prints. Not a test: nothing here asserts a time.
@@ -816,6 +818,53 @@ def measure_two_environments(report: Report) -> None:
     )
 
 
+# --- 7: a ZEGO outage, simulated clock ---------------------------------------------------------------------------
+
+
+def measure_outage(report: Report) -> None:
+    log("ZEGO down 90 minutes on a simulated clock, with the circuit and without (two child processes)")
+    env = os.environ | {"PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT)))}
+    runs = [
+        result_of(
+            subprocess.run(command, check=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600).stdout
+        )
+        for command in (
+            [sys.executable, "-m", "benchmarks.outage"],
+            [sys.executable, "-m", "benchmarks.outage", "--no-circuit"],
+        )
+    ]
+    with_circuit, without = runs
+    minutes = with_circuit["outage_minutes"]
+    scene = f"{with_circuit['messages']} kickouts, {with_circuit['environments']} environments"
+    report.add(
+        Row(
+            f"7. ZEGO down {minutes:.0f} min, {scene}: moved to the DLQ",
+            str(with_circuit["moved_by_sqs"]),
+            f"{with_circuit['max_receive_count']} receives allowed, at most {with_circuit['most_receives']} used",
+            None,
+            "0",
+            with_circuit["moved_by_sqs"] == 0,
+        ),
+        Row(
+            "7. the same: ZEGO calls during the outage (most for one message)",
+            f"{with_circuit['calls_during_outage']} ({with_circuit['calls_during_outage'] / minutes:.1f}/min;"
+            f" {with_circuit['most_calls_for_one_message']})",
+            f"{without['calls_during_outage']} ({without['most_calls_for_one_message']}) without the circuit",
+            with_circuit["calls_during_outage"] / without["calls_during_outage"],
+            "≤ 5/min, ≤ 30",
+            with_circuit["calls_during_outage"] / minutes <= 5 and with_circuit["most_calls_for_one_message"] <= 30,
+        ),
+        Row(
+            "7. the same: from ZEGO's recovery to the last kickout",
+            f"{with_circuit['drain_seconds']:.0f} s",
+            "620 s: the longest backoff after the first probe",
+            with_circuit["drain_seconds"] / 620,
+            "≤ 640 s",
+            with_circuit["drain_seconds"] <= 640,
+        ),
+    )
+
+
 # --- the table --------------------------------------------------------------------------------------------------
 
 
@@ -870,6 +919,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             measure_warm(backend, layouts["bundled"], report, floor_rss_kb)
         measure_batch(report)
         measure_two_environments(report)
+        measure_outage(report)
     finally:
         _thaw(work)
         shutil.rmtree(work, ignore_errors=True)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -95,6 +96,15 @@ class Sandbox:
         )
 
 
+def template_queue() -> dict[str, Any]:
+    """KickoutQueue's properties in template.yaml (VisibilityTimeout, RedrivePolicy), for queues made like it."""
+    from cfnlint.decode import cfn_yaml
+
+    template = cfn_yaml.load(str(Path(__file__).resolve().parent.parent / "template.yaml"))
+    properties: dict[str, Any] = template["Resources"]["KickoutQueue"]["Properties"]
+    return properties
+
+
 def create_state_table(dynamodb: Any, name: str = STATE_TABLE) -> str:
     """The template's KickoutStateTable: key `id`, on demand."""
     dynamodb.create_table(
@@ -135,9 +145,11 @@ def function_environment(
 
 def reset_function_state() -> None:
     """Forget what the function cached at module level: settings, the secret, the SQS client."""
-    from handler import aws_clients, secret, service, settings  # imported late: the handler must see the sandbox's env
+    from handler import aws_clients, health, secret, service, settings  # imported late: the sandbox's env first
 
     settings.current.cache_clear()
+    health.zego_health.cache_clear()
+    forget_circuit_counters()
     secret.clear_cache()  # the secrets client and its cache with it
     aws_clients.sqs.cache_clear()
     aws_clients.dynamodb.cache_clear()
@@ -148,6 +160,16 @@ def _backoff_sleep(sleep: Callable[[float], None]) -> None:
     from handler import service  # imported late: the handler must see the sandbox's env
 
     service.retry_sleep = sleep
+
+
+def forget_circuit_counters() -> None:
+    """Powertools keeps each circuit's failure streak per process (one execution environment): start afresh."""
+    from aws_lambda_powertools.utilities.circuit_breaker import base
+
+    with base._COUNTERS_LOCK:
+        base._LOCAL_FAILURES.clear()
+        base._LOCAL_SUCCESSES.clear()
+        base._LAST_OBSERVED_STATE.clear()
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import socket
 import struct
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -99,8 +99,12 @@ class ZimStandIn(LoopbackServer):
     refusals: list[tuple[int, str]] = field(default_factory=list)
     """(code, why) for every request refused by the checks: signature, skew, parameters, rate."""
     requests_seen: int = 0
+    requests_by_room: Counter[str] = field(default_factory=Counter)
+    """Every request that reached the server, faulted or not, by its RoomId."""
     max_in_flight: int = 0
     """The most requests the server was handling at one time (shows whether a client sends concurrently)."""
+    outage: Fault | None = None
+    """While set, every request gets this fault (see go_down), before any scripted one."""
     faults: deque[Fault] = field(default_factory=deque)
     fault_for: Callable[[dict[str, list[str]]], Fault | None] | None = None
     """Decide a fault per request from its parameters (for streams where order is not known)."""
@@ -121,6 +125,15 @@ class ZimStandIn(LoopbackServer):
     def script(self, *faults: Fault) -> None:
         with self._lock:
             self.faults.extend(faults)
+
+    def go_down(self, fault: Fault | None = None) -> None:
+        """Answer every request with `fault` (HTTP 503 by default) until `come_back`: ZEGO is down."""
+        with self._lock:
+            self.outage = fault or Fault.http(503)
+
+    def come_back(self) -> None:
+        with self._lock:
+            self.outage = None
 
     def rotate_secret(self, new_secret: str) -> None:
         with self._lock:
@@ -153,7 +166,8 @@ class ZimStandIn(LoopbackServer):
             self._answer(request, self._refuse(2, f"unparseable query: {error}"))
             return
         with self._lock:
-            fault = self.faults.popleft() if self.faults else None
+            self.requests_by_room[params.get("RoomId", [""])[0]] += 1
+            fault = self.outage or (self.faults.popleft() if self.faults else None)
         if fault is None and self.fault_for is not None:
             fault = self.fault_for(params)
         if fault is not None and self._misbehave(request, fault, params):

@@ -1,6 +1,7 @@
 """REST entry point: POST /kickouts, validated by Powertools, every failure mapped to a JSON status here."""
 
 import json
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -17,6 +18,7 @@ from handler.kickout import (
     KickoutResult,
     OutOfTime,
     SecretUnavailable,
+    ZegoCircuitOpen,
     ZegoRefused,
     ZegoUnavailable,
     field_problems,
@@ -152,6 +154,18 @@ def zego_unavailable(error: ZegoUnavailable) -> Response[dict[str, Any]]:
         )
     status = HTTPStatus.GATEWAY_TIMEOUT if error.timed_out else HTTPStatus.BAD_GATEWAY
     return _error(status, "zego_unavailable", error.detail, zego=_zego(error.reply), completed_calls=_completed(error))
+
+
+@app.exception_handler(ZegoCircuitOpen)
+def zego_circuit_open(error: ZegoCircuitOpen) -> Response[dict[str, Any]]:
+    # ZEGO was not asked: the fleet saw it failing and waits before its next probe. Answering at once is the point.
+    return _error(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "zego_unavailable",
+        f"{error.detail}; ZEGO was not called",
+        headers={"Retry-After": str(math.ceil(error.retry_after))},
+        completed_calls=_completed(error),
+    )
 
 
 @app.exception_handler(OutOfTime)

@@ -76,8 +76,9 @@ RESPONSES: dict[int, OpenAPIResponse] = {
     ),
     503: _error_response(
         "secret_unavailable: the ServerSecret could not be read from Secrets Manager; out_of_time: the invocation "
-        "had no time left to call ZEGO (ZEGO was not called).",
-        {"Retry-After": "Seconds to wait before trying again (out_of_time)."},
+        "had no time left to call ZEGO (ZEGO was not called); zego_unavailable: ZEGO kept failing and the fleet "
+        "waits before calling it again (its circuit is open; ZEGO was not called).",
+        {"Retry-After": "Seconds to wait before trying again (out_of_time, zego_unavailable)."},
     ),
     504: _error_response("zego_unavailable: ZEGO did not answer in time."),
 }

@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Final, Protocol
+from typing import Annotated, Any, Final, Protocol, TypeVar, cast
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -172,6 +172,17 @@ class ZegoUnavailable(KickoutError):
         self.rate_limited = rate_limited
 
 
+class ZegoCircuitOpen(ZegoUnavailable):
+    """The fleet has seen ZEGO failing and stopped calling it for a while (its circuit is open): ZEGO was not asked.
+
+    `retry_after` is the number of seconds until the fleet's next probe of ZEGO may be made.
+    """
+
+    def __init__(self, detail: str, *, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class OutOfTime(KickoutError):
     """The function's own limits left no room to call ZEGO: the invocation's deadline, or no pacing slot before it.
 
@@ -220,6 +231,37 @@ Send = Callable[[str, float], HttpReply]
 """send(url, timeout_seconds) -> HttpReply; raises TransportFailure."""
 ReadSecret = Callable[[bool], str]
 """read_secret(force_fetch) -> ServerSecret; raises SecretUnavailable."""
+
+Outcome = TypeVar("Outcome")
+
+
+class ZegoUnwell(Exception):
+    """Raised inside a guarded attempt whose outcome says ZEGO is not serving: down, failing, or refusing for rate.
+
+    The health guard counts it against ZEGO's health; ZimClient unwraps `outcome` and goes on as without a guard.
+    """
+
+    def __init__(self, outcome: object) -> None:
+        super().__init__("ZEGO is not serving")
+        self.outcome = outcome
+
+
+class Health(Protocol):
+    """The fleet's view of ZEGO's health (a circuit breaker): every attempt runs through `guard`."""
+
+    def guard(self, attempt: Callable[[], Outcome]) -> Outcome:
+        """Run `attempt`, or raise ZegoCircuitOpen without running it while the fleet knows ZEGO is down.
+
+        An attempt that raises ZegoUnwell counts against ZEGO's health (and is re-raised); one that returns, for it.
+        """
+        ...
+
+
+class AlwaysCall:
+    """No shared view of ZEGO's health: every attempt is made."""
+
+    def guard(self, attempt: Callable[[], Outcome]) -> Outcome:
+        return attempt()
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +317,7 @@ class ZimClient:
     jitter: Callable[[], float] = random.random
     pacer: RateGate | None = None
     """Spaces the calls within ZEGO's rate limit; None sends at once."""
+    health: Health = field(default_factory=AlwaysCall)
 
     def kick(self, call: zim.KickoutCall) -> zim.Reply:
         state = _RetryState()
@@ -290,7 +333,7 @@ class ZimClient:
                     raise
                 # ZEGO was asked already: what it said is the news, not that there is no time for another try.
                 raise state.last_failure.giving_up(state.attempts - 1) from None
-            outcome = self._attempt(call, server_secret, timeout=timeout)
+            outcome = self._guarded_attempt(call, server_secret, timeout=timeout, state=state)
             self._adjust_pace(outcome)
             if isinstance(outcome, zim.Reply):
                 judged = self._judge(outcome, state)
@@ -349,6 +392,27 @@ class ZimClient:
             rate_limited=reply.code_class is zim.CodeClass.RATE_LIMITED,
         )
 
+    def _guarded_attempt(
+        self, call: zim.KickoutCall, server_secret: str, *, timeout: float, state: _RetryState
+    ) -> zim.Reply | _Failure:
+        """One attempt through the health guard; raises ZegoCircuitOpen (or the last failure) when the fleet waits."""
+
+        def attempt() -> zim.Reply | _Failure:
+            outcome = self._attempt(call, server_secret, timeout=timeout)
+            if _unwell(outcome):
+                raise ZegoUnwell(outcome)
+            return outcome
+
+        try:
+            return self.health.guard(attempt)
+        except ZegoUnwell as unwell:
+            return cast("zim.Reply | _Failure", unwell.outcome)
+        except ZegoCircuitOpen:
+            if state.last_failure is None:
+                raise
+            # This request asked ZEGO already (maybe its failure tripped the circuit): what ZEGO said is the news.
+            raise state.last_failure.giving_up(state.attempts - 1) from None
+
     def _attempt(self, call: zim.KickoutCall, server_secret: str, *, timeout: float) -> zim.Reply | _Failure:
         # Every attempt is a new signed request: fresh nonce, fresh timestamp.
         url = zim.kickout_url(
@@ -386,6 +450,16 @@ class ZimClient:
         """Full jitter (AWS Architecture Blog, 'Exponential Backoff And Jitter')."""
         ceiling: float = min(self.policy.max_delay, self.policy.base_delay * 2 ** (attempts - 1))
         return self.jitter() * ceiling
+
+
+def _unwell(outcome: zim.Reply | _Failure) -> bool:
+    """Whether an attempt says ZEGO is not serving: no answer, an HTTP error, a busy, failing or rate-limit code.
+
+    Any other answer, a refusal included, comes from a ZEGO that works.
+    """
+    if isinstance(outcome, _Failure):
+        return True
+    return outcome.code_class in (zim.CodeClass.TRANSIENT, zim.CodeClass.RATE_LIMITED)
 
 
 def kick(request: KickoutRequest, client: ZimClient) -> KickoutResult:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -18,6 +19,8 @@ logger = Logger()
 # Only botocore is patched: X-Ray's httplib patch would record the signed ZEGO URL (nonce and signature) in traces.
 tracer = Tracer(patch_modules=["botocore"])
 metrics = Metrics()
+metrics_lock = threading.Lock()
+"""Held around add_metric on worker threads: Powertools' add_metric is a read-then-write of a dict."""
 
 Params = ParamSpec("Params")
 Result = TypeVar("Result")

@@ -6,7 +6,9 @@
   with a short delay, attribute `SourceMessageId` naming the original, then acknowledged: a healthy backlog
   never spends a receive toward the DLQ;
 - anything that may succeed later (ZEGO busy or rate limited, timeouts, the secret unreadable, a DLQ that
-  cannot be reached): reported in batchItemFailures, so SQS delivers it again.
+  cannot be reached): reported in batchItemFailures, so SQS delivers it again. When ZEGO or Secrets Manager
+  was the cause (ZEGO down, failing, its circuit open), the message is first hidden for longer the more often
+  it was received (`backoff_seconds`), so that a long outage uses few receives of the queue's maxReceiveCount.
 
 A batch is settled before Powertools walks it: messages for the same room, reason and operator are merged
 into one ZEGO call, and the calls of a batch run concurrently on the shared pool, paced to this
@@ -15,7 +17,9 @@ environment's share of ZEGO's rate limit. Powertools then applies each message's
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import random
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -37,14 +41,20 @@ from handler.kickout import (
     KickoutRequest,
     KickoutResult,
     OutOfTime,
+    SecretUnavailable,
     ZegoRefused,
+    ZegoUnavailable,
     coalesce,
     describe_invalid,
 )
-from handler.observability import in_current_trace, logger, metrics
+from handler.observability import in_current_trace, logger, metrics, metrics_lock
 
 if TYPE_CHECKING:
-    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef, SendMessageBatchRequestEntryTypeDef
+    from mypy_boto3_sqs.type_defs import (
+        ChangeMessageVisibilityBatchRequestEntryTypeDef,
+        MessageAttributeValueTypeDef,
+        SendMessageBatchRequestEntryTypeDef,
+    )
 
 # An all-failed batch is returned as such rather than raised: raising would hand back messages already parked.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -59,6 +69,11 @@ DEFER_DELAY_SECONDS = 1
 MAX_DEFERRALS = 30
 """A message deferred this often goes back to SQS the usual way instead (a receive toward the DLQ)."""
 SQS_BATCH = 10
+BACKOFF_FIRST_SECONDS = 60
+BACKOFF_MAX_SECONDS = 600
+"""A message ZEGO failed is back after 1, 2, 4, 8, then every 10 minutes (README: "A ZEGO outage")."""
+BACKOFF_JITTER = 0.2
+"""Each wait is cut by up to a fifth at random, so messages failed together do not all come back together."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +93,16 @@ def handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureR
     remaining_seconds = service.remaining_seconds_of(context)
     outcomes = settle(records, lambda: remaining_seconds() - DEFER_SECONDS_RESERVED)
     outcomes |= defer_unreached(records, outcomes)
-    return process_partial_response(
+    response = process_partial_response(
         event=event,
         record_handler=partial(apply_outcome, outcomes, remaining_seconds),
         processor=processor,
         context=context,
     )
+    back_off(
+        records, outcomes, {str(item["itemIdentifier"]) for item in response["batchItemFailures"]}, remaining_seconds
+    )
+    return response
 
 
 def settle(records: Sequence[SQSRecord], remaining_seconds: service.RemainingSeconds) -> dict[str, Outcome]:
@@ -219,15 +238,16 @@ def apply_outcome(
 ) -> None:
     """Audit the message, and park it or raise (Powertools reports it failed) as its outcome requires."""
     outcome = outcomes[record.message_id]
+    attributes = record.raw_event.get("attributes") or {}
     delivery = {
         "message_id": record.message_id,
-        "receive_count": record.attributes.approximate_receive_count,
+        "receive_count": receive_count(record),
         # The IAM principal (or account) that sent the message, as SQS recorded it.
-        "sender_id": record.attributes.sender_id,
+        "sender_id": attributes.get("SenderId"),
     }
     if outcome.invalid is not None:
         service.record_failure(outcome.invalid, delivery)
-        park(record, "invalid_payload", describe_invalid(outcome.invalid), remaining_seconds)
+        park_or_say_why(record, "invalid_payload", describe_invalid(outcome.invalid), remaining_seconds)
         return
     assert outcome.request is not None
     audit = service.audit_fields(outcome.request, **delivery)
@@ -240,9 +260,35 @@ def apply_outcome(
     assert outcome.error is not None
     service.record_failure(outcome.error, audit)
     if isinstance(outcome.error, ZegoRefused):
-        park(record, "zego_refused", str(outcome.error), remaining_seconds)
+        park_or_say_why(record, "zego_refused", str(outcome.error), remaining_seconds)
         return
     raise outcome.error
+
+
+def receive_count(record: SQSRecord) -> int | None:
+    """SQS's ApproximateReceiveCount; None when the record has no attributes (a hand-made event)."""
+    value = (record.raw_event.get("attributes") or {}).get("ApproximateReceiveCount")
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def park_or_say_why(record: SQSRecord, reason: str, detail: str, remaining_seconds: service.RemainingSeconds) -> None:
+    """Park the message; when that fails, its own line and metric (ParkingFailed), and SQS keeps the message."""
+    try:
+        park(record, reason, detail, remaining_seconds)
+    except Exception as error:
+        metrics.add_metric(name="ParkingFailed", unit=MetricUnit.Count, value=1)
+        logger.error(
+            "parking failed: the message stays in the queue",
+            extra={
+                "message_id": record.message_id,
+                "reason": reason,
+                "error": f"{type(error).__name__}: {str(error)[:DETAIL_MAX_CHARACTERS]}",
+            },
+        )
+        raise
 
 
 def park(record: SQSRecord, reason: str, detail: str, remaining_seconds: service.RemainingSeconds) -> None:
@@ -262,6 +308,56 @@ def park(record: SQSRecord, reason: str, detail: str, remaining_seconds: service
     }
     aws_clients.sqs().send_message(QueueUrl=dlq_url, MessageBody=record.body, MessageAttributes=attributes)
     logger.warning("message parked", extra={"message_id": record.message_id, "reason": reason})
+
+
+def backoff_seconds(receives: int | None, jitter: Callable[[], float] = random.random) -> int:
+    """How long a message ZEGO failed stays hidden after its `receives`-th receive: doubling from 1 to 10 minutes."""
+    doublings = min(max(1, receives or 1), 16) - 1
+    nominal = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS << doublings)
+    return round(nominal * (1 - BACKOFF_JITTER * jitter()))
+
+
+def back_off(
+    records: Sequence[SQSRecord],
+    outcomes: Mapping[str, Outcome],
+    failed: set[str],
+    remaining_seconds: service.RemainingSeconds,
+) -> None:
+    """Hide each failed message that ZEGO (or Secrets Manager) failed for its backoff, by ChangeMessageVisibility.
+
+    The others keep the queue's visibility timeout: a message that found no time or pacing slot in this invocation
+    may go at once in the next. When SQS refuses, the message simply comes back after the queue's timeout.
+    """
+    by_queue: dict[str, list[ChangeMessageVisibilityBatchRequestEntryTypeDef]] = defaultdict(list)
+    for record in records:
+        error = outcomes[record.message_id].error if record.message_id in outcomes else None
+        if record.message_id in failed and isinstance(error, ZegoUnavailable | SecretUnavailable):
+            by_queue[record.event_source_arn].append(
+                {
+                    "Id": str(len(by_queue[record.event_source_arn])),
+                    "ReceiptHandle": record.receipt_handle,
+                    "VisibilityTimeout": backoff_seconds(receive_count(record)),
+                }
+            )
+    if not by_queue or remaining_seconds() < PARK_SECONDS_NEEDED:
+        return
+    for queue_arn, entries in by_queue.items():
+        try:
+            answer = aws_clients.sqs().change_message_visibility_batch(QueueUrl=_queue_url(queue_arn), Entries=entries)
+            refused = len(answer.get("Failed", []))
+        except Exception as error:
+            logger.warning("backoff failed", extra={"error": type(error).__name__, "messages": len(entries)})
+            refused = len(entries)
+        with metrics_lock:
+            metrics.add_metric(name="MessagesBackedOff", unit=MetricUnit.Count, value=len(entries) - refused)
+            if refused:
+                metrics.add_metric(name="BackoffFailed", unit=MetricUnit.Count, value=refused)
+
+
+def _queue_url(queue_arn: str) -> str:
+    """arn:aws:sqs:<region>:<account>:<name> -> the queue's URL on this client's endpoint."""
+    _, _, _, _, account, name = queue_arn.split(":", 5)
+    return f"{aws_clients.sqs().meta.endpoint_url}/{account}/{name}"
 
 
 def _printable(text: str) -> str:

@@ -7,7 +7,6 @@ merges messages into fewer calls and audits each message on its own.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping
 from functools import cache, partial
@@ -16,7 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from handler import aws_clients, settings, transport, zim
+from handler import aws_clients, health, settings, transport, zim
 from handler.budget import DynamoSlotBook, FleetBudget, Lane
 from handler.kickout import (
     HttpReply,
@@ -26,6 +25,7 @@ from handler.kickout import (
     RateGate,
     RetryPolicy,
     SecretUnavailable,
+    ZegoCircuitOpen,
     ZegoRefused,
     ZegoUnavailable,
     ZimClient,
@@ -33,11 +33,11 @@ from handler.kickout import (
     kick,
 )
 from handler.observability import logger, metrics, tracer
+from handler.observability import metrics_lock as _metrics_lock
 from handler.pacing import Pacer
 from handler.secret import read_server_secret
 
 RemainingSeconds = Callable[[], float]
-_metrics_lock = threading.Lock()
 retry_policy = RetryPolicy()
 retry_sleep: Callable[[float], None] = time.sleep
 """How a ZEGO call waits out its backoff between attempts (kickout_dev.backoff replaces it to replay faults fast)."""
@@ -77,6 +77,7 @@ def execute(request: KickoutRequest, remaining_seconds: RemainingSeconds, lane: 
         pacer=budget(lane),
         policy=retry_policy,
         sleep=retry_sleep,
+        health=health.zego_health(),
     )
     result = kick(request, client)
     with _metrics_lock:
@@ -166,6 +167,8 @@ def failure_class(error: Exception) -> str:
     match error:
         case ZegoRefused():
             return "Permanent"
+        case ZegoCircuitOpen():
+            return "CircuitOpen"
         case ZegoUnavailable(rate_limited=True):
             return "RateLimited"
         case ZegoUnavailable(timed_out=True):

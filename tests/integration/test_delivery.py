@@ -16,13 +16,13 @@ from dataclasses import dataclass, field, replace
 import boto3
 import pytest
 
-from handler import service
+from handler import health, service
 from kickout_dev.events import sqs_record
-from kickout_dev.sandbox import REGION, SERVER_SECRET, Sandbox
+from kickout_dev.sandbox import REGION, SERVER_SECRET, Sandbox, template_queue
 from kickout_dev.zim_server import Fault
 from tests.conftest import Invoke, Printed
 
-MAX_RECEIVES = 5  # the template's maxReceiveCount
+MAX_RECEIVES = int(template_queue()["RedrivePolicy"]["maxReceiveCount"])
 BATCH_SIZE = 10
 # ZEGO's slowest answer here, and the time a request may take (RetryPolicy's 5 s, shortened so as not to wait it out)
 SLOW_SECONDS = 1.5
@@ -144,6 +144,11 @@ def build_stream(zego: FaultyZego) -> list[Message]:
 def faulty_box(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> tuple[Sandbox, FaultyZego]:
     """The sandbox (retry backoff skipped but counted as time spent) with ZEGO playing each room's faults."""
     monkeypatch.setattr(service, "retry_policy", replace(service.retry_policy, request_timeout=REQUEST_TIMEOUT))
+    # This replay has no clock: a circuit its faults opened would never see its recovery window pass, and every
+    # message would wait out its receives. The circuit stays closed here; tests/integration/test_outage.py
+    # replays with time.
+    monkeypatch.setattr(health, "FAILURES_TO_OPEN", 10**9)
+    health.zego_health.cache_clear()
     zego = FaultyZego()
     box.zim.fault_for = zego
     return box, zego

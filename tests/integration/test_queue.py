@@ -123,8 +123,8 @@ def test_batch_of_only_poison_returns_without_failures_and_parks_each_once(invok
     assert box.zim.requests_seen == 0
 
 
-def test_message_that_cannot_be_parked_goes_back_to_sqs(
-    invoke: Invoke, box: Sandbox, monkeypatch: pytest.MonkeyPatch, subtests: pytest.Subtests
+def test_message_that_cannot_be_parked_goes_back_to_sqs_and_says_so(
+    invoke: Invoke, box: Sandbox, printed: Printed, monkeypatch: pytest.MonkeyPatch, subtests: pytest.Subtests
 ) -> None:
     from handler import settings
 
@@ -160,6 +160,11 @@ def test_message_that_cannot_be_parked_goes_back_to_sqs(
 
             # THEN the messages that could not be parked go back to SQS rather than being dropped
             assert failed_ids(response) == {"poison", "permanent"}
+            # AND each says that parking failed, and why, in a line and a metric of its own
+            lines = [line for line in printed.logs if line["message"].startswith("parking failed")]
+            assert sorted(line["message_id"] for line in lines[-2:]) == ["permanent", "poison"]
+            assert all(line["level"] == "ERROR" and line["error"] for line in lines[-2:])
+            assert printed.metric("ParkingFailed") == len(lines)
         settings.current.cache_clear()
 
 

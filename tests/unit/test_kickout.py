@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from pydantic import ValidationError
@@ -19,8 +20,10 @@ from handler.kickout import (
     OutOfTime,
     RetryPolicy,
     TransportFailure,
+    ZegoCircuitOpen,
     ZegoRefused,
     ZegoUnavailable,
+    ZegoUnwell,
     ZimClient,
     coalesce,
     describe_invalid,
@@ -457,3 +460,73 @@ def test_a_flood_of_problems_is_summarised_after_twenty() -> None:
     problems = field_problems(refused.value.errors())
     assert len(problems) == 20
     assert problems[-1] == {"field": "…", "problem": "and 981 more problems"}
+
+
+# --- the health port: every attempt through the fleet's circuit --------------------------------------------------
+
+Outcome = TypeVar("Outcome")
+
+
+@dataclass
+class RecordingCircuit:
+    """The Health port as a circuit breaker would use it: runs attempts until `open_after` of them, noting verdicts."""
+
+    open_after: int = 1000
+    verdicts: list[str] = field(default_factory=list)
+
+    def guard(self, attempt: Callable[[], Outcome]) -> Outcome:
+        if len(self.verdicts) >= self.open_after:
+            raise ZegoCircuitOpen("ZEGO kept failing", retry_after=12)
+        try:
+            result = attempt()
+        except ZegoUnwell:
+            self.verdicts.append("unwell")
+            raise
+        self.verdicts.append("served")
+        return result
+
+
+def test_every_attempt_tells_the_health_guard_whether_zego_served() -> None:
+    # GIVEN ZEGO busy, then down, then over the rate limit, then answering
+    circuit = RecordingCircuit()
+    client, _ = client_for(ScriptedZego([zego(1), HttpReply(503, b""), zego(660300005), zego(0)]), Clock())
+    client.health = circuit
+    # WHEN the call is retried to success
+    assert client.kick(CALL).code == 0
+    # THEN each attempt went through the guard, and only the answer counts for ZEGO's health
+    assert circuit.verdicts == ["unwell", "unwell", "unwell", "served"]
+
+
+@pytest.mark.parametrize("code", [660500002, 660300002])
+def test_a_refusal_or_nothing_to_do_comes_from_a_zego_that_serves(code: int) -> None:
+    circuit = RecordingCircuit()
+    client, _ = client_for(ScriptedZego([zego(code)]), Clock())
+    client.health = circuit
+    with contextlib.suppress(ZegoRefused):
+        client.kick(CALL)
+    assert circuit.verdicts == ["served"]
+
+
+def test_an_open_circuit_asks_zego_nothing_and_says_when_to_come_back() -> None:
+    zego_answers = ScriptedZego([zego(0)])
+    client, _ = client_for(zego_answers, Clock())
+    client.health = RecordingCircuit(open_after=0)
+    with pytest.raises(ZegoCircuitOpen) as circuit_open:
+        client.kick(CALL)
+    assert circuit_open.value.retry_after == 12
+    assert zego_answers.urls == []
+
+
+def test_a_circuit_opened_by_this_request_reports_what_zego_said() -> None:
+    # GIVEN ZEGO busy on the first attempt, after which the circuit opens
+    zego_answers = ScriptedZego([zego(1), zego(0)])
+    client, _ = client_for(zego_answers, Clock())
+    client.health = RecordingCircuit(open_after=1)
+    # WHEN the call gives up at once
+    with pytest.raises(ZegoUnavailable) as unavailable:
+        client.kick(CALL)
+    # THEN ZEGO's answer is the news, not the circuit (ZEGO was asked), and no second attempt was made
+    assert not isinstance(unavailable.value, ZegoCircuitOpen)
+    assert unavailable.value.reply is not None
+    assert unavailable.value.reply.code == 1
+    assert len(zego_answers.urls) == 1
