@@ -25,6 +25,7 @@ started (children, the stand-in) is stopped by handle at its end, also on failur
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import queue
@@ -37,7 +38,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -62,6 +64,17 @@ DEFERRAL_POLL = 0.05
 ZEGO_LATENCY = 0.05
 """The stand-in answers each call in 50 ms, about what ZEGO's API takes from an AWS region nearby."""
 TICK = 0.005
+WIRED = frozenset(
+    (
+        "ZEGO_APP_ID",
+        "ZEGO_SECRET_ID",
+        "ZEGO_API_ENDPOINT",
+        "KICKOUT_DLQ_URL",
+        "KICKOUT_QUEUE_URL",
+        "KICKOUT_STATE_TABLE",
+    )
+)
+"""The function's variables that say where things are: the stand-in's and the moto server's, never the template's."""
 START_TIMEOUT = 60.0
 
 
@@ -77,6 +90,8 @@ class Defaults:
     timeout: float
     max_receive_count: int
     zego_limit: float
+    variables: dict[str, str]
+    """The function's environment variables the template sets to a literal or a parameter's default."""
 
 
 def template_defaults() -> Defaults:
@@ -84,24 +99,35 @@ def template_defaults() -> Defaults:
     from cfnlint.decode import cfn_yaml
 
     template = cfn_yaml.load(str(ROOT / "template.yaml"))
-    parameters = template["Parameters"]
+    parameters, resources = template["Parameters"], template["Resources"]
 
     def value(raw: Any) -> Any:
         if isinstance(raw, dict) and set(raw) == {"Ref"}:
-            return parameters[raw["Ref"]]["Default"]
+            return parameters.get(raw["Ref"], {}).get("Default")
         return raw
 
-    function = {**template["Globals"]["Function"], **template["Resources"]["KickoutFunction"]["Properties"]}
-    source = function["Events"]["Queue"]["Properties"]
-    redrive = template["Resources"]["KickoutQueue"]["Properties"]["RedrivePolicy"]
+    function = {**template["Globals"]["Function"], **resources["KickoutFunction"]["Properties"]}
+    # The queue's event source: a mapping of its own, or an SQS event of the function.
+    mappings = [
+        resource["Properties"]
+        for resource in resources.values()
+        if resource["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    events = [event["Properties"] for event in function.get("Events", {}).values() if event["Type"] == "SQS"]
+    (source,) = mappings + events
+    redrive = resources["KickoutQueue"]["Properties"]["RedrivePolicy"]
+    variables = {**template["Globals"]["Function"]["Environment"]["Variables"], **function["Environment"]["Variables"]}
     return Defaults(
-        batch_size=int(value(source["BatchSize"])),
+        batch_size=int(value(source.get("BatchSize", 10))),
         batching_window=float(value(source.get("MaximumBatchingWindowInSeconds", 0))),
         queue_concurrency=int(value(source["ScalingConfig"]["MaximumConcurrency"])),
         api_rate=float(parameters["ApiThrottlingRateLimit"]["Default"]),
         timeout=float(value(function["Timeout"])),
         max_receive_count=int(value(redrive["maxReceiveCount"])),
         zego_limit=float(parameters["ZegoRateLimitPerSecond"]["Default"]),
+        variables={
+            name: str(value(raw)) for name, raw in variables.items() if isinstance(value(raw), (str, int, float))
+        },
     )
 
 
@@ -286,7 +312,8 @@ def poll_deferrals(sqs: SQSClient, url: str, target: SimulatedQueue, stopping: t
             QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=30
         ).get("Messages", [])
         for message in received:
-            source = message.get("MessageAttributes", {}).get("SourceMessageId", {}).get("StringValue")
+            attribute = message.get("MessageAttributes", {}).get("SourceMessageId")
+            source = attribute.get("StringValue") if attribute is not None else None
             target.send(Message(id=message["MessageId"], body=message["Body"], source_id=source))
             with target.lock:
                 target.deferred += 1
@@ -294,9 +321,15 @@ def poll_deferrals(sqs: SQSClient, url: str, target: SimulatedQueue, stopping: t
 
 
 def queue_is_empty(sqs: SQSClient, url: str) -> bool:
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]  # type: ignore[arg-type]
-    return all(int(attributes.get(name, "0")) == 0 for name in names)
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return all(int(count) == 0 for count in attributes.values())
 
 
 def drain(sqs: SQSClient, url: str) -> int:
@@ -311,6 +344,12 @@ def drain(sqs: SQSClient, url: str) -> int:
 # --- the shared AWS side ----------------------------------------------------------------------------------------
 
 
+def session() -> boto3.Session:
+    """Fake credentials for the moto server."""
+    fake = "testing"
+    return boto3.Session(aws_access_key_id=fake, aws_secret_access_key=fake, region_name=REGION)
+
+
 @dataclass(frozen=True)
 class Backend:
     moto_url: str
@@ -319,48 +358,44 @@ class Backend:
     queue_url: str
 
     def sqs(self) -> SQSClient:
-        return boto3.client("sqs", **self._client_args())  # type: ignore[no-any-return]
-
-    def _client_args(self) -> dict[str, Any]:
-        return {
-            "region_name": REGION,
-            "endpoint_url": self.moto_url,
-            "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing",
-        }
+        return session().client("sqs", endpoint_url=self.moto_url)
 
     @classmethod
     def create(cls, moto_url: str) -> Backend:
-        args = {
-            "region_name": REGION,
-            "endpoint_url": moto_url,
-            "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing",
-        }
-        secret_arn = boto3.client("secretsmanager", **args).create_secret(
-            Name=SECRET_NAME, SecretString=json.dumps({"ServerSecret": SERVER_SECRET})
-        )["ARN"]
-        sqs = boto3.client("sqs", **args)
+        secret_arn = (
+            session()
+            .client("secretsmanager", endpoint_url=moto_url)
+            .create_secret(Name=SECRET_NAME, SecretString=json.dumps({"ServerSecret": SERVER_SECRET}))["ARN"]
+        )
+        sqs = session().client("sqs", endpoint_url=moto_url)
         dlq_url = sqs.create_queue(QueueName="kickout-dlq")["QueueUrl"]
         queue_url = sqs.create_queue(QueueName="kickout-queue")["QueueUrl"]
-        create_state_table(boto3.client("dynamodb", **args))
+        create_state_table(session().client("dynamodb", endpoint_url=moto_url))
         return cls(moto_url, secret_arn, dlq_url, queue_url)
 
     def function_env(self, zim: ZimStandIn, defaults: Defaults) -> dict[str, str]:
         env = function_environment(
-            endpoint=zim.url, secret_arn=self.secret_arn, dlq_url=self.dlq_url, rate_limit_per_second=defaults.zego_limit
+            endpoint=zim.url,
+            secret_arn=self.secret_arn,
+            dlq_url=self.dlq_url,
+            queue_url=self.queue_url,
+            rate_limit_per_second=defaults.zego_limit,
         )
-        del env["KICKOUT_FALLBACK_RATE_PER_SECOND"]  # the template leaves it to the function's default
+        if "KICKOUT_FALLBACK_RATE_PER_SECOND" not in defaults.variables:
+            del env["KICKOUT_FALLBACK_RATE_PER_SECOND"]  # the function's own default, as the template leaves it
+        # The template's own values (the log level, the fallback pace, ...) for all but where things are.
+        env.update({name: text for name, text in defaults.variables.items() if name not in WIRED})
         env.update(
             PATH=os.environ.get("PATH", "/usr/bin:/bin"),
             LANG="C.UTF-8",
             PYTHONPATH=os.pathsep.join((str(ROOT / "src"), str(ROOT))),
             PYTHONDONTWRITEBYTECODE="1",
             AWS_ENDPOINT_URL=self.moto_url,
-            KICKOUT_QUEUE_URL=self.queue_url,
             AWS_LAMBDA_FUNCTION_NAME="kickout-KickoutFunction",
             AWS_LAMBDA_FUNCTION_MEMORY_SIZE="256",
         )
+        if not env["ZEGO_API_ENDPOINT"].startswith("http://127.0.0.1:"):
+            raise BenchError("the environments must call the stand-in on loopback")
         return env
 
 
@@ -447,6 +482,11 @@ class Outcome:
         return sum(self.metric("BudgetStoreCalls")) / zego if zego else float("nan")
 
 
+def close_all(environments: Sequence[Environment]) -> None:
+    for environment in environments:
+        environment.close()
+
+
 @contextmanager
 def started(names: Sequence[str], env: dict[str, str], logs: Path) -> Iterator[list[Environment]]:
     """The environments' processes, all started at once, ready to take an invocation; stopped on the way out."""
@@ -484,7 +524,7 @@ def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs:
             names.append(f"{workload.name}-api")
         environments = stack.enter_context(started(names, env, logs))
         # Bounded whatever happens: at the deadline the children are stopped, and every read of them ends.
-        watchdog = threading.Timer(workload.deadline + 30, lambda: [e.close() for e in environments])
+        watchdog = threading.Timer(workload.deadline + 30, partial(close_all, environments))
         watchdog.daemon = True
         watchdog.start()
         stack.callback(watchdog.cancel)
@@ -497,9 +537,19 @@ def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs:
             warm = api_environment.invoke(api_event("{}"), defaults.timeout, 0)  # 422: imports, no ZEGO call
             if warm.response.get("statusCode") != 422:
                 raise BenchError(f"the API environment's warm-up answered {warm.response}")
+            api_environment.invocations.clear()
             threads.append(
                 threading.Thread(
-                    target=drive_api, args=(api_environment, workload, defaults, zim, api_calls, stopping), daemon=True
+                    target=partial(
+                        drive_api,
+                        environment=api_environment,
+                        workload=workload,
+                        defaults=defaults,
+                        zim=zim,
+                        calls=api_calls,
+                        stopping=stopping,
+                    ),
+                    daemon=True,
                 )
             )
         for n, body in enumerate(workload.bodies):
@@ -508,7 +558,15 @@ def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs:
         for thread in threads:
             thread.start()
         stack.callback(stopping.set)
-        finished = feed(pollers, sqs, sqs_client, backend.queue_url, workload, began, api_calls)
+        finished = feed(
+            pollers=pollers,
+            sqs=sqs,
+            sqs_client=sqs_client,
+            queue_url=backend.queue_url,
+            workload=workload,
+            began=began,
+            api_calls=api_calls,
+        )
         elapsed = time.monotonic() - began
         stopping.set()
         for poller in pollers:
@@ -556,6 +614,7 @@ def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs:
 
 
 def feed(
+    *,
     pollers: list[Poller],
     sqs: SimulatedQueue,
     sqs_client: SQSClient,
@@ -593,6 +652,7 @@ def feed(
 
 
 def drive_api(
+    *,
     environment: Environment,
     workload: Workload,
     defaults: Defaults,
@@ -725,7 +785,7 @@ def notes_of(outcome: Outcome) -> list[str]:
     )
     gaps = [
         later.began - earlier.ended
-        for earlier, later in zip(queue_invocations, queue_invocations[1:], strict=False)
+        for earlier, later in itertools.pairwise(queue_invocations)
         if earlier.environment == later.environment
     ]
     durations = [i.ended - i.began for i in queue_invocations]
@@ -742,15 +802,42 @@ def notes_of(outcome: Outcome) -> list[str]:
     )
     if outcome.failures:
         text += "; " + ", ".join(f"{name} {value:.0f}" for name, value in sorted(outcome.failures.items()))
+    api = [i for i in outcome.invocations if i.environment.endswith("-api")]
+    if api:
+        api_zego = sum(v for i in api for v in i.metrics.get("ZegoCalls", []))
+        api_store = sum(v for i in api for v in i.metrics.get("BudgetStoreCalls", []))
+        api_waits = [v for i in api for v in i.metrics.get("BudgetWait", [])]
+        text += (
+            f"; API environment: {api_store / api_zego if api_zego else float('nan'):.2f} store calls per ZEGO call,"
+            f" BudgetWait p50 {percentile(api_waits, 0.5):.0f} ms, max {max(api_waits, default=0):.0f} ms"
+        )
     if outcome.api_calls:
         text += "; API handler times " + ", ".join(f"{call.ended - call.began:.2f}" for call in outcome.api_calls)
         text += " s (from arrival: see the table; one API environment takes them in turn)"
     return [text]
 
 
-def measure_fleet(report: Report, only: Sequence[str] = tuple(WORKLOADS), repeat: int = 1) -> None:
-    """Every workload (or `only` some), each `repeat` times: rows and notes into `report`."""
+def measure_fleet(
+    report: Report,
+    only: Sequence[str] = tuple(WORKLOADS),
+    repeat: int = 1,
+    *,
+    batch_size: int | None = None,
+    batching_window: float | None = None,
+) -> None:
+    """Every workload (or `only` some), each `repeat` times: rows and notes into `report`.
+
+    `batch_size` and `batching_window` replace the template's defaults, to measure a setting before it is one.
+    """
     defaults = template_defaults()
+    if batch_size is not None:
+        defaults = replace(defaults, batch_size=batch_size)
+    if batching_window is not None:
+        defaults = replace(defaults, batching_window=batching_window)
+    if defaults != template_defaults():
+        report.note(
+            f"fleet: NOT the template's defaults: batch {defaults.batch_size}, window {defaults.batching_window}"
+        )
     with moto_server() as moto_url, tempfile.TemporaryDirectory(prefix="kickout-fleet-") as logs:
         backend = Backend.create(moto_url)
         for _ in range(repeat):
@@ -765,6 +852,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(WORKLOADS), help="workloads, comma separated (default: all)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each workload (default 1)")
+    parser.add_argument("--batch-size", type=int, help="instead of the template's batch size (what if)")
+    parser.add_argument("--batching-window", type=float, help="instead of the template's window, seconds (what if)")
     args = parser.parse_args(argv)
     only = [name for name in args.only.split(",") if name]
     unknown = set(only) - set(WORKLOADS)
@@ -772,7 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown workloads {sorted(unknown)}; choose from {sorted(WORKLOADS)}")
     report = Report()
     began = time.monotonic()
-    measure_fleet(report, only, args.repeat)
+    measure_fleet(report, only, args.repeat, batch_size=args.batch_size, batching_window=args.batching_window)
     print_table(report)
     print(f"\n({time.monotonic() - began:.0f} s; python -m benchmarks.fleet)")
     return 0
