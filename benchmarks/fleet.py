@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -824,6 +824,7 @@ def measure_fleet(
     *,
     batch_size: int | None = None,
     batching_window: float | None = None,
+    dump: Path | None = None,
 ) -> None:
     """Every workload (or `only` some), each `repeat` times: rows and notes into `report`.
 
@@ -844,6 +845,10 @@ def measure_fleet(
             for name in only:
                 outcome = run_workload(WORKLOADS[name](), backend, defaults, Path(logs))
                 report.add(*rows_of(outcome))
+                if dump is not None:
+                    with dump.open("a") as out:
+                        for invocation in outcome.invocations:
+                            out.write(json.dumps({"workload": name, **asdict(invocation)}) + "\n")
                 for note in notes_of(outcome):
                     report.note(note)
 
@@ -852,6 +857,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(WORKLOADS), help="workloads, comma separated (default: all)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each workload (default 1)")
+    parser.add_argument("--dump", type=Path, help="write every invocation (times, sizes, metrics) here as JSON lines")
     parser.add_argument("--batch-size", type=int, help="instead of the template's batch size (what if)")
     parser.add_argument("--batching-window", type=float, help="instead of the template's window, seconds (what if)")
     args = parser.parse_args(argv)
@@ -861,7 +867,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown workloads {sorted(unknown)}; choose from {sorted(WORKLOADS)}")
     report = Report()
     began = time.monotonic()
-    measure_fleet(report, only, args.repeat, batch_size=args.batch_size, batching_window=args.batching_window)
+    measure_fleet(
+        report, only, args.repeat, batch_size=args.batch_size, batching_window=args.batching_window, dump=args.dump
+    )
     print_table(report)
     print(f"\n({time.monotonic() - began:.0f} s; python -m benchmarks.fleet)")
     return 0
