@@ -1,6 +1,6 @@
 """The fleet under ZEGO's 20 calls/s: environments as processes, one budget, SQS as Lambda's poller feeds it.
 
-    python -m benchmarks.fleet [--only raid,spread,mixed,two] [--repeat N]   (about 2 minutes for all four)
+    python -m benchmarks.fleet [--only raid,spread,mixed,two] [--repeat N]   (about 90 s for all four)
 
 One moto server (the secret, the dead-letter queue, the kickout queue that deferred messages go back to, the
 state table holding the budget) and one ZIM stand-in enforcing 20 calls in any sliding second, shared by every
