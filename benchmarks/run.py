@@ -5,8 +5,8 @@
 1. warm kickout through the real handler / a bare signed urllib3 GET to the same stand-in (medians)
 2. one SQS batch of 10 kickouts to 10 rooms, ZEGO answering in 100 ms / 10 x 100 ms (concurrency)
 3. ZEGO calls for 10 messages kicking 10 users from one room (coalescing)
-4. two environments (two processes, the template's 9/s each) draining 180 kickouts through one stand-in that
-   enforces ZEGO's 20 requests/s: refusals for rate, kickouts/s
+4. the fleet under one budget (benchmarks.fleet, `python -m benchmarks.fleet` alone): raid, spread, mixed, and two
+   environments draining 180 kickouts, against one stand-in enforcing ZEGO's 20 calls/s in any second
 5. cold start from the built artifact (fresh python3.13, first kickout) / the least code doing the same; the
    same without .pyc files, with Powertools in a layer directory, and with boto3 taken from the runtime's own
    directory instead of the zip; zip sizes; import times
@@ -742,82 +742,6 @@ def measure_batch(report: Report) -> None:
     )
 
 
-# --- 4: two environments, one ZEGO limit ------------------------------------------------------------------------
-
-
-def measure_two_environments(report: Report) -> None:
-    per_environment, latency = 90, 0.05
-    log("two environments x 9/s draining 180 kickouts through one stand-in at 20 requests/s")
-    with ZimStandIn(APP_ID, SERVER_SECRET, latency=latency, max_requests_per_second=20) as zim:
-        env = os.environ | {
-            "BENCH_ENDPOINT": zim.url,
-            "KICKOUT_QUEUE_RATE_PER_SECOND": "9",
-            "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT))),
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
-        children = [
-            subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.drain", str(first), str(per_environment)],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for first in (0, per_environment)
-        ]
-        try:
-            for child in children:
-                assert child.stdout is not None
-                if child.stdout.readline().strip() != "ready":
-                    raise BenchError("a draining environment did not start")
-            started = time.time()
-            for child in children:
-                assert child.stdin is not None
-                child.stdin.write("go\n")
-                child.stdin.flush()
-            results = [result_of(child.communicate(timeout=180)[0]) for child in children]
-        finally:
-            for child in children:
-                stop(child)
-        kicked = set(zim.kicked_user_ids)
-        refused = sum(1 for code, _ in zim.refusals if code == RATE_REFUSED)
-        calls = zim.requests_seen
-    elapsed = max(result["done"] for result in results) - started
-    rate = len(kicked) / elapsed
-    if len(kicked) != 2 * per_environment:
-        report.note(f"two environments: only {len(kicked)} of {2 * per_environment} users kicked")
-    report.add(
-        Row(
-            "4. two environments x 9/s: refused for rate by the 20/s stand-in",
-            f"{refused} of {calls} calls",
-            f"{2 * per_environment} kickouts",
-            refused / calls,
-            "0",
-            refused == 0,
-        ),
-        Row(
-            "4. two environments x 9/s: kickouts/s (180 kickouts, ZEGO 50 ms)",
-            f"{rate:.1f}/s in {elapsed:.1f} s",
-            "20/s ZEGO's limit",
-            rate / 20,
-            "≥ 17/s",
-            rate >= 17,
-        ),
-    )
-    later_batches = sum(sum(result["durations"][1:]) for result in results) / len(results)
-    later_kickouts = 2 * per_environment - sum(min(10, per_environment) for _ in results)
-    report.note(
-        "two environments: "
-        + "; ".join(
-            f"{result['invocations']} invocations, {result['redeliveries']} redelivered, {result['undelivered']} left,"
-            f" first batch {result['durations'][0]:.2f} s, the others {median(result['durations'][1:]):.2f} s each"
-            for result in results
-        )
-        + f"; after the first batch {later_kickouts / later_batches:.1f} kickouts/s"
-    )
-
-
 # --- 7: a ZEGO outage, simulated clock ---------------------------------------------------------------------------
 
 
@@ -918,7 +842,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             measure_imports(backend, layouts, report)
             measure_warm(backend, layouts["bundled"], report, floor_rss_kb)
         measure_batch(report)
-        measure_two_environments(report)
+        from benchmarks.fleet import measure_fleet  # it imports this module's table: not at the top
+
+        measure_fleet(report)
+
         measure_outage(report)
     finally:
         _thaw(work)

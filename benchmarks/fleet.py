@@ -1,0 +1,880 @@
+"""The fleet under ZEGO's 20 calls/s: environments as processes, one budget, SQS as Lambda's poller feeds it.
+
+    python -m benchmarks.fleet [--only raid,spread,mixed,two] [--repeat N]   (about 90 s for all four)
+
+One moto server (the secret, the dead-letter queue, the kickout queue that deferred messages go back to, the
+state table holding the budget) and one ZIM stand-in enforcing 20 calls in any sliding second, shared by every
+environment of a workload. Each environment is a process running the real handler (`benchmarks.fleet_env`) with
+the template's defaults, fed over stdin/stdout. This process plays SQS and Lambda's poller:
+
+- the template's queue concurrency (QueueMaximumConcurrency) environments poll; an idle one gathers up to the
+  batch size of the visible messages, 10 per receive (as Lambda's pollers do), round robin between the
+  environments gathering at the same time, and is invoked once the batch is full, its batching window has
+  passed since the batch's first message, or the batch nears Lambda's 6 MB payload;
+- a message the function reports in batchItemFailures is "handed back": it becomes visible again after
+  HANDBACK_DELAY (SQS waits out the 130 s visibility timeout; here a short delay keeps runs short) with one more
+  receive; one that fails its maxReceiveCount-th receive is lost to the DLQ;
+- a message the function re-sends to KICKOUT_QUEUE_URL (what it cannot reach before its deadline) is picked up
+  from the moto server's queue once its DelaySeconds have passed and delivered as a new message ("deferred").
+
+Rates count from the stand-in's first accepted ZEGO call to its last (start-up is not pacing) as intervals:
+(calls - 1) / span, and users after the first call / span. Every workload is bounded by a deadline; what it
+started (children, the stand-in) is stopped by handle at its end, also on failure; the moto server at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import boto3
+
+from benchmarks.run import ROOT, BenchError, Report, Row, log, moto_server, print_table, stop
+from kickout_dev.events import api_event, sqs_record
+from kickout_dev.sandbox import APP_ID, REGION, SECRET_NAME, SERVER_SECRET, create_state_table, function_environment
+from kickout_dev.zim_server import ZimStandIn
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+
+RATE_REFUSED = 660300005
+RECEIVE_MAX = 10
+"""Messages per ReceiveMessage: Lambda's pollers gather a larger batch 10 at a time."""
+PAYLOAD_MAX = 6 * 1024 * 1024 - 64 * 1024
+"""Lambda's 6 MB invocation payload, less room for the records' envelopes."""
+HANDBACK_DELAY = 1.0
+"""Seconds before a message reported failed is visible again (SQS: the visibility timeout, 130 s)."""
+DEFERRAL_POLL = 0.05
+ZEGO_LATENCY = 0.05
+"""The stand-in answers each call in 50 ms, about what ZEGO's API takes from an AWS region nearby."""
+TICK = 0.005
+WIRED = frozenset(
+    (
+        "ZEGO_APP_ID",
+        "ZEGO_SECRET_ID",
+        "ZEGO_API_ENDPOINT",
+        "KICKOUT_DLQ_URL",
+        "KICKOUT_QUEUE_URL",
+        "KICKOUT_STATE_TABLE",
+    )
+)
+"""The function's variables that say where things are: the stand-in's and the moto server's, never the template's."""
+START_TIMEOUT = 60.0
+
+
+# --- the template's defaults ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Defaults:
+    batch_size: int
+    batching_window: float
+    queue_concurrency: int
+    api_rate: float
+    timeout: float
+    max_receive_count: int
+    zego_limit: float
+    variables: dict[str, str]
+    """The function's environment variables the template sets to a literal or a parameter's default."""
+
+
+def template_defaults() -> Defaults:
+    """What template.yaml deploys by default: parameters' defaults, or the literal where there is no parameter."""
+    from cfnlint.decode import cfn_yaml
+
+    template = cfn_yaml.load(str(ROOT / "template.yaml"))
+    parameters, resources = template["Parameters"], template["Resources"]
+
+    def value(raw: Any) -> Any:
+        if isinstance(raw, dict) and set(raw) == {"Ref"}:
+            return parameters.get(raw["Ref"], {}).get("Default")
+        return raw
+
+    function = {**template["Globals"]["Function"], **resources["KickoutFunction"]["Properties"]}
+    # The queue's event source: a mapping of its own, or an SQS event of the function.
+    mappings = [
+        resource["Properties"]
+        for resource in resources.values()
+        if resource["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    events = [event["Properties"] for event in function.get("Events", {}).values() if event["Type"] == "SQS"]
+    (source,) = mappings + events
+    redrive = resources["KickoutQueue"]["Properties"]["RedrivePolicy"]
+    variables = {**template["Globals"]["Function"]["Environment"]["Variables"], **function["Environment"]["Variables"]}
+    return Defaults(
+        batch_size=int(value(source.get("BatchSize", 10))),
+        batching_window=float(value(source.get("MaximumBatchingWindowInSeconds", 0))),
+        queue_concurrency=int(value(source["ScalingConfig"]["MaximumConcurrency"])),
+        api_rate=float(parameters["ApiThrottlingRateLimit"]["Default"]),
+        timeout=float(value(function["Timeout"])),
+        max_receive_count=int(value(redrive["maxReceiveCount"])),
+        zego_limit=float(parameters["ZegoRateLimitPerSecond"]["Default"]),
+        variables={
+            name: str(value(raw)) for name, raw in variables.items() if isinstance(value(raw), (str, int, float))
+        },
+    )
+
+
+# --- one environment: a child process running the handler -------------------------------------------------------
+
+
+@dataclass
+class Invocation:
+    environment: str
+    size: int
+    began: float
+    ended: float
+    metrics: dict[str, list[float]]
+    response: Any
+
+
+class Environment:
+    """One execution environment: `benchmarks.fleet_env` in a process of its own, one invocation at a time."""
+
+    def __init__(self, name: str, env: dict[str, str], logs: Path) -> None:
+        self.name = name
+        self.log_path = logs / f"{name}.log"
+        with self.log_path.open("w") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.fleet_env"],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
+        self.invocations: list[Invocation] = []
+
+    def _line(self) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise BenchError(f"{self.name} exited: {self.log_path.read_text()[-1500:]}")
+        return line
+
+    def wait_ready(self) -> None:
+        if self._line().strip() != "ready":
+            raise BenchError(f"{self.name} did not start: {self.log_path.read_text()[-1500:]}")
+
+    def invoke(self, event: dict[str, Any], timeout: float, size: int) -> Invocation:
+        stdin: IO[str] | None = self.process.stdin
+        assert stdin is not None
+        stdin.write(json.dumps({"event": event, "timeout": timeout}) + "\n")
+        stdin.flush()
+        while not (line := self._line()).startswith("BENCH_REPLY "):
+            pass
+        reply = json.loads(line.removeprefix("BENCH_REPLY "))
+        invocation = Invocation(self.name, size, reply["began"], reply["ended"], reply["metrics"], reply["response"])
+        self.invocations.append(invocation)
+        return invocation
+
+    def close(self) -> None:
+        stop(self.process)
+
+
+# --- SQS as Lambda's poller sees it -----------------------------------------------------------------------------
+
+
+@dataclass
+class Message:
+    id: str
+    body: str
+    receive_count: int = 0
+    source_id: str | None = None
+    """SourceMessageId of a message the function deferred (re-sent to the queue)."""
+
+    def record(self) -> dict[str, Any]:
+        record = sqs_record(self.body, receive_count=self.receive_count, message_id=self.id)
+        if self.source_id is not None:
+            record["messageAttributes"] = {
+                "SourceMessageId": {
+                    "stringValue": self.source_id,
+                    "stringListValues": [],
+                    "binaryListValues": [],
+                    "dataType": "String",
+                }
+            }
+        return record
+
+
+@dataclass
+class SimulatedQueue:
+    max_receive_count: int
+    visible: deque[Message] = field(default_factory=deque)
+    returning: list[tuple[float, Message]] = field(default_factory=list)
+    outstanding: int = 0
+    handed_back: int = 0
+    lost: int = 0
+    deferred: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, message: Message) -> None:
+        with self.lock:
+            self.visible.append(message)
+            self.outstanding += 1
+
+    def receive(self, count: int) -> list[Message]:
+        with self.lock:
+            taken = [self.visible.popleft() for _ in range(min(count, len(self.visible)))]
+        for message in taken:
+            message.receive_count += 1
+        return taken
+
+    def settle(self, batch: Sequence[Message], failed: set[str]) -> None:
+        """Delete what succeeded; hand back what failed, or lose it to the DLQ on its last receive."""
+        with self.lock:
+            for message in batch:
+                if message.id not in failed:
+                    self.outstanding -= 1
+                elif message.receive_count >= self.max_receive_count:
+                    self.outstanding -= 1
+                    self.lost += 1
+                else:
+                    self.handed_back += 1
+                    self.returning.append((time.monotonic() + HANDBACK_DELAY, message))
+
+    def release_due(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            due = [message for at, message in self.returning if at <= now]
+            self.returning = [(at, message) for at, message in self.returning if at > now]
+            self.visible.extend(due)
+
+
+@dataclass
+class Poller:
+    """Lambda's poller for one environment: gathers a batch, invokes, settles the answer."""
+
+    environment: Environment
+    sqs: SimulatedQueue
+    defaults: Defaults
+    gathering: list[Message] = field(default_factory=list)
+    gathered_since: float = 0.0
+    payload: int = 0
+    busy: bool = False
+    inbox: queue.Queue[list[Message] | None] = field(default_factory=queue.Queue)
+    failure: BaseException | None = None
+
+    def take(self, messages: Sequence[Message]) -> None:
+        if not self.gathering:
+            self.gathered_since = time.monotonic()
+        self.gathering.extend(messages)
+        self.payload += sum(len(message.body) + 1024 for message in messages)
+
+    @property
+    def room(self) -> int:
+        return 0 if self.busy or self.payload >= PAYLOAD_MAX else self.defaults.batch_size - len(self.gathering)
+
+    def ready(self) -> bool:
+        if self.busy or not self.gathering:
+            return False
+        full = len(self.gathering) >= self.defaults.batch_size or self.payload >= PAYLOAD_MAX
+        return full or time.monotonic() - self.gathered_since >= self.defaults.batching_window
+
+    def dispatch(self) -> None:
+        self.busy = True
+        self.inbox.put(self.gathering)
+        self.gathering, self.payload = [], 0
+
+    def run(self) -> None:
+        try:
+            while (batch := self.inbox.get()) is not None:
+                event = {"Records": [message.record() for message in batch]}
+                invocation = self.environment.invoke(event, self.defaults.timeout, len(batch))
+                failed = {failure["itemIdentifier"] for failure in invocation.response["batchItemFailures"]}
+                self.sqs.settle(batch, failed)
+                self.busy = False
+        except BaseException as error:  # reported by the workload's loop
+            self.failure = error
+
+
+def poll_deferrals(sqs: SQSClient, url: str, target: SimulatedQueue, stopping: threading.Event) -> None:
+    """Move what the function re-sent to the kickout queue (once its delay has passed) into the simulated queue."""
+    while not stopping.wait(DEFERRAL_POLL):
+        received = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=30
+        ).get("Messages", [])
+        for message in received:
+            attribute = message.get("MessageAttributes", {}).get("SourceMessageId")
+            source = attribute.get("StringValue") if attribute is not None else None
+            target.send(Message(id=message["MessageId"], body=message["Body"], source_id=source))
+            with target.lock:
+                target.deferred += 1
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def queue_is_empty(sqs: SQSClient, url: str) -> bool:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return all(int(count) == 0 for count in attributes.values())
+
+
+def drain(sqs: SQSClient, url: str) -> int:
+    count = 0
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in batch:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        count += len(batch)
+    return count
+
+
+# --- the shared AWS side ----------------------------------------------------------------------------------------
+
+
+def session() -> boto3.Session:
+    """Fake credentials for the moto server."""
+    fake = "testing"
+    return boto3.Session(aws_access_key_id=fake, aws_secret_access_key=fake, region_name=REGION)
+
+
+@dataclass(frozen=True)
+class Backend:
+    moto_url: str
+    secret_arn: str
+    dlq_url: str
+    queue_url: str
+
+    def sqs(self) -> SQSClient:
+        return session().client("sqs", endpoint_url=self.moto_url)
+
+    @classmethod
+    def create(cls, moto_url: str) -> Backend:
+        secret_arn = (
+            session()
+            .client("secretsmanager", endpoint_url=moto_url)
+            .create_secret(Name=SECRET_NAME, SecretString=json.dumps({"ServerSecret": SERVER_SECRET}))["ARN"]
+        )
+        sqs = session().client("sqs", endpoint_url=moto_url)
+        dlq_url = sqs.create_queue(QueueName="kickout-dlq")["QueueUrl"]
+        queue_url = sqs.create_queue(QueueName="kickout-queue")["QueueUrl"]
+        create_state_table(session().client("dynamodb", endpoint_url=moto_url))
+        return cls(moto_url, secret_arn, dlq_url, queue_url)
+
+    def function_env(self, zim: ZimStandIn, defaults: Defaults) -> dict[str, str]:
+        env = function_environment(
+            endpoint=zim.url,
+            secret_arn=self.secret_arn,
+            dlq_url=self.dlq_url,
+            queue_url=self.queue_url,
+            rate_limit_per_second=defaults.zego_limit,
+        )
+        if "KICKOUT_FALLBACK_RATE_PER_SECOND" not in defaults.variables:
+            del env["KICKOUT_FALLBACK_RATE_PER_SECOND"]  # the function's own default, as the template leaves it
+        # The template's own values (the log level, the fallback pace, ...) for all but where things are.
+        env.update({name: text for name, text in defaults.variables.items() if name not in WIRED})
+        env.update(
+            PATH=os.environ.get("PATH", "/usr/bin:/bin"),
+            LANG="C.UTF-8",
+            PYTHONPATH=os.pathsep.join((str(ROOT / "src"), str(ROOT))),
+            PYTHONDONTWRITEBYTECODE="1",
+            AWS_ENDPOINT_URL=self.moto_url,
+            AWS_LAMBDA_FUNCTION_NAME="kickout-KickoutFunction",
+            AWS_LAMBDA_FUNCTION_MEMORY_SIZE="256",
+        )
+        if not env["ZEGO_API_ENDPOINT"].startswith("http://127.0.0.1:"):
+            raise BenchError("the environments must call the stand-in on loopback")
+        return env
+
+
+# --- a workload -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    bodies: list[dict[str, Any]]
+    deadline: float
+    api_requests: int = 0
+    api_users: int = 500
+
+
+def raid() -> Workload:
+    bodies = [
+        {"room_id": f"raid-room-{n % 2}", "user_ids": [f"raider-{n}"], "reason": "spam", "operator_id": "mod-bot"}
+        for n in range(2000)
+    ]
+    return Workload("raid", bodies, deadline=150)
+
+
+def spread(count: int = 400, name: str = "spread", deadline: float = 120) -> Workload:
+    bodies = [{"room_id": f"room-{n}", "user_ids": [f"user-{n}"]} for n in range(count)]
+    return Workload(name, bodies, deadline=deadline)
+
+
+def mixed() -> Workload:
+    return Workload("mixed", spread().bodies, deadline=150, api_requests=8)
+
+
+def two() -> Workload:
+    return spread(180, "two", deadline=90)
+
+
+WORKLOADS: dict[str, Callable[[], Workload]] = {"raid": raid, "spread": spread, "mixed": mixed, "two": two}
+
+
+@dataclass
+class ApiCall:
+    arrived: float
+    status: int = 0
+    began: float = 0.0
+    ended: float = 0.0
+
+
+@dataclass
+class Outcome:
+    workload: Workload
+    defaults: Defaults
+    elapsed: float
+    finished: bool
+    calls: int
+    users: int
+    span: float
+    users_after_first: int
+    refused_rate: int
+    refused_other: int
+    lost: int
+    handed_back: int
+    deferred: int
+    parked: int
+    expected_users: int
+    kicked_expected: int
+    invocations: list[Invocation]
+    api_calls: list[ApiCall]
+    failures: dict[str, float]
+
+    @property
+    def call_rate(self) -> float:
+        return (self.calls - 1) / self.span if self.span > 0 else 0.0
+
+    @property
+    def user_rate(self) -> float:
+        return self.users_after_first / self.span if self.span > 0 else 0.0
+
+    def metric(self, name: str) -> list[float]:
+        return [value for invocation in self.invocations for value in invocation.metrics.get(name, [])]
+
+    @property
+    def store_calls_per_call(self) -> float:
+        zego = sum(self.metric("ZegoCalls"))
+        return sum(self.metric("BudgetStoreCalls")) / zego if zego else float("nan")
+
+
+def close_all(environments: Sequence[Environment]) -> None:
+    for environment in environments:
+        environment.close()
+
+
+@contextmanager
+def started(names: Sequence[str], env: dict[str, str], logs: Path) -> Iterator[list[Environment]]:
+    """The environments' processes, all started at once, ready to take an invocation; stopped on the way out."""
+    environments: list[Environment] = []
+    try:
+        for name in names:
+            environments.append(Environment(name, env, logs))
+        for environment in environments:
+            environment.wait_ready()
+        yield environments
+    finally:
+        for environment in environments:
+            environment.close()
+
+
+def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs: Path) -> Outcome:
+    log(
+        f"fleet {workload.name}: {len(workload.bodies)} messages"
+        + (f" + {workload.api_requests} API requests of {workload.api_users} users" if workload.api_requests else "")
+        + f", {defaults.queue_concurrency} queue environments, batch {defaults.batch_size}, window "
+        f"{defaults.batching_window} s (deadline {workload.deadline:.0f} s)"
+    )
+    sqs_client = backend.sqs()
+    drain(sqs_client, backend.queue_url)
+    drain(sqs_client, backend.dlq_url)
+    sqs = SimulatedQueue(defaults.max_receive_count)
+    stopping = threading.Event()
+    with ExitStack() as stack:
+        zim = stack.enter_context(
+            ZimStandIn(APP_ID, SERVER_SECRET, latency=ZEGO_LATENCY, max_requests_per_second=int(defaults.zego_limit))
+        )
+        env = backend.function_env(zim, defaults)
+        names = [f"{workload.name}-queue-{n}" for n in range(defaults.queue_concurrency)]
+        if workload.api_requests:
+            names.append(f"{workload.name}-api")
+        environments = stack.enter_context(started(names, env, logs))
+        # Bounded whatever happens: at the deadline the children are stopped, and every read of them ends.
+        watchdog = threading.Timer(workload.deadline + 30, partial(close_all, environments))
+        watchdog.daemon = True
+        watchdog.start()
+        stack.callback(watchdog.cancel)
+        api_environment = environments[-1] if workload.api_requests else None
+        pollers = [Poller(environment, sqs, defaults) for environment in environments[: defaults.queue_concurrency]]
+        threads = [threading.Thread(target=poller.run, daemon=True) for poller in pollers]
+        threads.append(threading.Thread(target=poll_deferrals, args=(backend.sqs(), backend.queue_url, sqs, stopping)))
+        api_calls: list[ApiCall] = []
+        if api_environment is not None:
+            warm = api_environment.invoke(api_event("{}"), defaults.timeout, 0)  # 422: imports, no ZEGO call
+            if warm.response.get("statusCode") != 422:
+                raise BenchError(f"the API environment's warm-up answered {warm.response}")
+            api_environment.invocations.clear()
+            threads.append(
+                threading.Thread(
+                    target=partial(
+                        drive_api,
+                        environment=api_environment,
+                        workload=workload,
+                        defaults=defaults,
+                        zim=zim,
+                        calls=api_calls,
+                        stopping=stopping,
+                    ),
+                    daemon=True,
+                )
+            )
+        for n, body in enumerate(workload.bodies):
+            sqs.send(Message(id=f"{workload.name}-{n}", body=json.dumps(body)))
+        began = time.monotonic()
+        for thread in threads:
+            thread.start()
+        stack.callback(stopping.set)
+        finished = feed(
+            pollers=pollers,
+            sqs=sqs,
+            sqs_client=sqs_client,
+            queue_url=backend.queue_url,
+            workload=workload,
+            began=began,
+            api_calls=api_calls,
+        )
+        elapsed = time.monotonic() - began
+        stopping.set()
+        for poller in pollers:
+            poller.inbox.put(None)
+        for thread in threads:
+            thread.join(timeout=30)
+        for poller in pollers:
+            if poller.failure is not None:
+                raise BenchError(f"{poller.environment.name} failed: {poller.failure}")
+        invocations = [invocation for environment in environments for invocation in environment.invocations]
+        kickouts = [kickout for kickout in zim.kickouts if kickout.code == 0]
+        refusals = list(zim.refusals)
+    parked = drain(sqs_client, backend.dlq_url)
+    expected = {user for body in workload.bodies for user in body["user_ids"]} | {
+        f"api-{n}-user-{u}" for n in range(workload.api_requests) for u in range(workload.api_users)
+    }
+    kicked = {user for kickout in kickouts for user in kickout.user_ids}
+    span = kickouts[-1].at - kickouts[0].at if len(kickouts) > 1 else 0.0
+    failures: dict[str, float] = {}
+    for invocation in invocations:
+        for name, values in invocation.metrics.items():
+            if name.startswith("Failed") or name in ("BudgetStoreErrors", "BudgetSlotsDropped"):
+                failures[name] = failures.get(name, 0) + sum(values)
+    return Outcome(
+        workload=workload,
+        defaults=defaults,
+        elapsed=elapsed,
+        finished=finished,
+        calls=len(kickouts),
+        users=sum(len(kickout.user_ids) for kickout in kickouts),
+        span=span,
+        users_after_first=sum(len(kickout.user_ids) for kickout in kickouts[1:]),
+        refused_rate=sum(1 for code, _ in refusals if code == RATE_REFUSED),
+        refused_other=sum(1 for code, _ in refusals if code != RATE_REFUSED),
+        lost=sqs.lost,
+        handed_back=sqs.handed_back,
+        deferred=sqs.deferred,
+        parked=parked,
+        expected_users=len(expected),
+        kicked_expected=len(kicked & expected),
+        invocations=invocations,
+        api_calls=api_calls,
+        failures=failures,
+    )
+
+
+def feed(
+    *,
+    pollers: list[Poller],
+    sqs: SimulatedQueue,
+    sqs_client: SQSClient,
+    queue_url: str,
+    workload: Workload,
+    began: float,
+    api_calls: list[ApiCall],
+) -> bool:
+    """Lambda's pollers: hand batches to idle environments until nothing is left or the deadline passes."""
+    turn = 0
+    while time.monotonic() - began < workload.deadline:
+        for poller in pollers:
+            if poller.failure is not None:
+                raise BenchError(f"{poller.environment.name} failed: {poller.failure}")
+        sqs.release_due()
+        # Receives of 10, round robin between the environments gathering, starting with a different one each time.
+        turn = (turn + 1) % len(pollers)
+        order = pollers[turn:] + pollers[:turn]
+        progress = True
+        while progress:
+            progress = False
+            for poller in order:
+                if poller.room > 0 and (taken := sqs.receive(min(RECEIVE_MAX, poller.room))):
+                    poller.take(taken)
+                    progress = True
+        for poller in pollers:
+            if poller.ready():
+                poller.dispatch()
+        idle = all(not poller.busy and not poller.gathering for poller in pollers)
+        api_done = len(api_calls) == workload.api_requests and all(call.ended for call in api_calls)
+        if idle and api_done and sqs.outstanding == 0 and queue_is_empty(sqs_client, queue_url):
+            return True
+        time.sleep(TICK)
+    return False
+
+
+def drive_api(
+    *,
+    environment: Environment,
+    workload: Workload,
+    defaults: Defaults,
+    zim: ZimStandIn,
+    calls: list[ApiCall],
+    stopping: threading.Event,
+) -> None:
+    """The API's requests at the stage's throttle, once the queue is busy; one environment takes them in turn."""
+    while not zim.kickouts and not stopping.wait(TICK):
+        pass
+    if stopping.wait(1.0):
+        return
+    first = time.monotonic()
+    pending: deque[tuple[int, ApiCall]] = deque()
+    for n in range(workload.api_requests):
+        calls.append(ApiCall(arrived=first + n / defaults.api_rate))
+        pending.append((n, calls[-1]))
+    while pending and not stopping.is_set():
+        n, call = pending.popleft()
+        if (wait := call.arrived - time.monotonic()) > 0:
+            time.sleep(wait)
+        body = {
+            "room_id": f"api-room-{n}",
+            "user_ids": [f"api-{n}-user-{u}" for u in range(workload.api_users)],
+            "reason": "raid",
+            "operator_id": "mod-bot",
+        }
+        call.began = time.monotonic()
+        invocation = environment.invoke(api_event(json.dumps(body)), defaults.timeout, 1)
+        call.ended = time.monotonic()
+        call.status = int(invocation.response.get("statusCode", 0))
+
+
+# --- the figures ------------------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+def rows_of(outcome: Outcome) -> list[Row]:
+    w, d = outcome.workload, outcome.defaults
+    name = f"4. fleet {w.name}"
+    lost_ok = outcome.lost == 0 and outcome.kicked_expected == outcome.expected_users
+    counts = (
+        f"{outcome.lost} lost, {outcome.handed_back} handed back, {outcome.deferred} deferred, {outcome.parked} parked"
+    )
+    base = [
+        Row(
+            f"{name}: refused for rate",
+            f"{outcome.refused_rate} of {outcome.calls + outcome.refused_rate} calls",
+            "stand-in at 20 in any second",
+            None,
+            "0",
+            outcome.refused_rate == 0,
+        ),
+    ]
+    store = Row(
+        f"{name}: store calls per ZEGO call",
+        f"{outcome.store_calls_per_call:.2f}",
+        f"{sum(outcome.metric('ZegoCalls')):.0f} ZEGO calls",
+        outcome.store_calls_per_call,
+        "≤ 1",
+        outcome.store_calls_per_call <= 1,
+    )
+    if w.name == "raid":
+        ratio = outcome.user_rate / (d.zego_limit * 50)
+        base.insert(
+            0,
+            Row(
+                f"{name}: users kicked/s (2,000 messages, 2 rooms)",
+                f"{outcome.user_rate:.0f}/s, {outcome.users / max(1, outcome.calls):.1f} users/call, "
+                f"{outcome.span:.1f} s",
+                f"{d.zego_limit * 50:.0f}/s = {d.zego_limit:.0f} calls x 50",
+                ratio,
+                "≥ 0.90",
+                ratio >= 0.90,
+            ),
+        )
+    elif w.name in ("spread", "two"):
+        ratio = outcome.call_rate / d.zego_limit
+        target = 0.95 if w.name == "spread" else 19 / d.zego_limit
+        base.insert(
+            0,
+            Row(
+                f"{name}: calls/s ({len(w.bodies)} messages, {len(w.bodies)} rooms)",
+                f"{outcome.call_rate:.2f}/s over {outcome.span:.1f} s",
+                f"{d.zego_limit:.0f}/s ZEGO's limit",
+                ratio,
+                f"≥ {target:.2f}" if w.name == "spread" else f"≥ 19/s ({target:.2f})",
+                ratio >= target,
+            ),
+        )
+    if w.api_requests:
+        ok = sum(1 for call in outcome.api_calls if call.status == 200)
+        latencies = [call.ended - call.arrived for call in outcome.api_calls if call.ended]
+        base.append(
+            Row(
+                f"{name}: API requests answered 200 ({w.api_users} users each, {d.api_rate:.0f}/s)",
+                f"{ok} of {w.api_requests}; from arrival "
+                + ", ".join(f"{latency:.2f}" for latency in latencies)
+                + " s",
+                f"{outcome.calls} calls in all",
+                ok / w.api_requests,
+                "all",
+                ok == w.api_requests,
+            )
+        )
+    base.append(
+        Row(
+            f"{name}: users kicked; lost, handed back, deferred",
+            f"{outcome.kicked_expected} of {outcome.expected_users}; {counts}",
+            f"{len(w.bodies)} messages",
+            None,
+            "all; 0 lost, 0 handed back" if w.name != "two" else "all; 0 lost",
+            lost_ok and (outcome.handed_back == 0 or w.name == "two"),
+        )
+    )
+    base.append(store)
+    return base
+
+
+def notes_of(outcome: Outcome) -> list[str]:
+    w = outcome.workload
+    waits = outcome.metric("BudgetWait")
+    per_call = outcome.metric("UsersPerCall")
+    queue_invocations = sorted(
+        (i for i in outcome.invocations if "-queue-" in i.environment), key=lambda i: (i.environment, i.began)
+    )
+    gaps = [
+        later.began - earlier.ended
+        for earlier, later in itertools.pairwise(queue_invocations)
+        if earlier.environment == later.environment
+    ]
+    durations = [i.ended - i.began for i in queue_invocations]
+    sizes = [i.size for i in queue_invocations]
+    text = (
+        f"fleet {w.name}: {'done' if outcome.finished else 'NOT DONE at the deadline'} in {outcome.elapsed:.1f} s; "
+        f"{outcome.calls} ZEGO calls ({outcome.refused_other} refused other than for rate); "
+        f"{len(queue_invocations)} queue invocations of {statistics.mean(sizes) if sizes else 0:.1f} messages, "
+        f"{statistics.median(durations) if durations else 0:.2f} s median (max {max(durations, default=0):.2f}); "
+        f"gaps between an environment's invocations median {statistics.median(gaps) * 1000 if gaps else 0:.0f} ms "
+        f"(max {max(gaps, default=0) * 1000:.0f}); users/call mean "
+        f"{statistics.mean(per_call) if per_call else 0:.1f}; BudgetWait p50 {percentile(waits, 0.5):.0f} ms, "
+        f"p99 {percentile(waits, 0.99):.0f} ms"
+    )
+    if outcome.failures:
+        text += "; " + ", ".join(f"{name} {value:.0f}" for name, value in sorted(outcome.failures.items()))
+    api = [i for i in outcome.invocations if i.environment.endswith("-api")]
+    if api:
+        api_zego = sum(v for i in api for v in i.metrics.get("ZegoCalls", []))
+        api_store = sum(v for i in api for v in i.metrics.get("BudgetStoreCalls", []))
+        api_waits = [v for i in api for v in i.metrics.get("BudgetWait", [])]
+        text += (
+            f"; API environment: {api_store / api_zego if api_zego else float('nan'):.2f} store calls per ZEGO call,"
+            f" BudgetWait p50 {percentile(api_waits, 0.5):.0f} ms, max {max(api_waits, default=0):.0f} ms"
+        )
+    if outcome.api_calls:
+        text += "; API handler times " + ", ".join(f"{call.ended - call.began:.2f}" for call in outcome.api_calls)
+        text += " s (from arrival: see the table; one API environment takes them in turn)"
+    return [text]
+
+
+def measure_fleet(
+    report: Report,
+    only: Sequence[str] = tuple(WORKLOADS),
+    repeat: int = 1,
+    *,
+    batch_size: int | None = None,
+    batching_window: float | None = None,
+    dump: Path | None = None,
+) -> None:
+    """Every workload (or `only` some), each `repeat` times: rows and notes into `report`.
+
+    `batch_size` and `batching_window` replace the template's defaults, to measure a setting before it is one.
+    """
+    defaults = template_defaults()
+    if batch_size is not None:
+        defaults = replace(defaults, batch_size=batch_size)
+    if batching_window is not None:
+        defaults = replace(defaults, batching_window=batching_window)
+    if defaults != template_defaults():
+        report.note(
+            f"fleet: NOT the template's defaults: batch {defaults.batch_size}, window {defaults.batching_window}"
+        )
+    with moto_server() as moto_url, tempfile.TemporaryDirectory(prefix="kickout-fleet-") as logs:
+        backend = Backend.create(moto_url)
+        for _ in range(repeat):
+            for name in only:
+                outcome = run_workload(WORKLOADS[name](), backend, defaults, Path(logs))
+                report.add(*rows_of(outcome))
+                if dump is not None:
+                    with dump.open("a") as out:
+                        for invocation in outcome.invocations:
+                            out.write(json.dumps({"workload": name, **asdict(invocation)}) + "\n")
+                for note in notes_of(outcome):
+                    report.note(note)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(WORKLOADS), help="workloads, comma separated (default: all)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each workload (default 1)")
+    parser.add_argument("--dump", type=Path, help="write every invocation (times, sizes, metrics) here as JSON lines")
+    parser.add_argument("--batch-size", type=int, help="instead of the template's batch size (what if)")
+    parser.add_argument("--batching-window", type=float, help="instead of the template's window, seconds (what if)")
+    args = parser.parse_args(argv)
+    only = [name for name in args.only.split(",") if name]
+    unknown = set(only) - set(WORKLOADS)
+    if unknown:
+        parser.error(f"unknown workloads {sorted(unknown)}; choose from {sorted(WORKLOADS)}")
+    report = Report()
+    began = time.monotonic()
+    measure_fleet(
+        report, only, args.repeat, batch_size=args.batch_size, batching_window=args.batching_window, dump=args.dump
+    )
+    print_table(report)
+    print(f"\n({time.monotonic() - began:.0f} s; python -m benchmarks.fleet)")
+    return 0
+
+
+if __name__ == "__main__":
+    with suppress(KeyboardInterrupt):
+        sys.exit(main())
