@@ -12,7 +12,7 @@ the template's defaults, fed over stdin/stdout. This process plays SQS and Lambd
   environments gathering at the same time, and is invoked once the batch is full, its batching window has
   passed since the batch's first message, or the batch nears Lambda's 6 MB payload;
 - a message the function reports in batchItemFailures is "handed back": it becomes visible again after
-  HANDBACK_DELAY (SQS waits out the 130 s visibility timeout; here a short delay keeps runs short) with one more
+  HANDBACK_DELAY (SQS waits out the 370 s visibility timeout; here a short delay keeps runs short) with one more
   receive; one that fails its maxReceiveCount-th receive is lost to the DLQ;
 - a message the function re-sends to KICKOUT_QUEUE_URL (what it cannot reach before its deadline) is picked up
   from the moto server's queue once its DelaySeconds have passed and delivered as a new message ("deferred").
@@ -59,7 +59,7 @@ RECEIVE_MAX = 10
 PAYLOAD_MAX = 6 * 1024 * 1024 - 64 * 1024
 """Lambda's 6 MB invocation payload, less room for the records' envelopes."""
 HANDBACK_DELAY = 1.0
-"""Seconds before a message reported failed is visible again (SQS: the visibility timeout, 130 s)."""
+"""Seconds before a message reported failed is visible again (SQS: the visibility timeout, 370 s)."""
 DEFERRAL_POLL = 0.05
 ZEGO_LATENCY = 0.05
 """The stand-in answers each call in 50 ms, about what ZEGO's API takes from an AWS region nearby."""

@@ -135,7 +135,7 @@ def test_template_passes_cfn_lint_without_errors_or_warnings() -> None:
     [
         pytest.param("Runtime: python3.13", "Runtime: python2.7", id="retired-runtime"),
         pytest.param("Tracing: Active", "Tracing: Sometimes", id="unknown-tracing-mode"),
-        pytest.param("VisibilityTimeout: 130", "VisibilityTimeout: 86400", id="visibility-over-12h"),
+        pytest.param("VisibilityTimeout: 370", "VisibilityTimeout: 86400", id="visibility-over-12h"),
         pytest.param("SqsManagedSseEnabled: true", "SqsManagedSse: true", id="unknown-property"),
     ],
 )

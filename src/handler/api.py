@@ -27,6 +27,8 @@ from handler.observability import logger
 from handler.settings import ConfigurationError
 
 KICKOUTS_PATH = "/kickouts"
+API_DEADLINE_SECONDS = 28.0
+"""API Gateway gives up on an integration after 29 s, whatever the function's own timeout: answer before it."""
 RATE_LIMITED_RETRY_AFTER_SECONDS = 1
 """ZEGO's limit is per second: a second later the budget is back."""
 
@@ -46,7 +48,8 @@ class NothingToKick(Exception):
 
 @app.post(KICKOUTS_PATH, summary="Remove users from a ZIM room", tags=["kickouts"], responses=RESPONSES)
 def create_kickout(request: KickoutRequest) -> KickoutResult:
-    result = service.run(request, service.remaining_seconds_of(app.lambda_context), _principal())
+    remaining_seconds = service.remaining_seconds_of(app.lambda_context, at_most=API_DEADLINE_SECONDS)
+    result = service.run(request, remaining_seconds, _principal())
     if not result.kicked_user_ids:
         raise NothingToKick(result)
     return result

@@ -271,7 +271,10 @@ class FleetBudget:
         self._booking = True
         count = min(self._waiting, self._max_block())
         interval = self.interval
-        latest = deadline if self.lane is Lane.API else min(deadline, now + self.horizon)
+        # The queue's whole block, not only its first slot, must lie within the horizon: an API call then never
+        # waits for more than the horizon's worth of queue work.
+        reach = self.horizon - (count - 1) * interval if self.lane is Lane.QUEUE else float("inf")
+        latest = min(deadline, now + reach)
         lead = max(MIN_LEAD, 2 * self._round_trip)
         self._lock.release()
         began = time.monotonic()
@@ -292,8 +295,8 @@ class FleetBudget:
                 self._round_trip = elapsed if self._round_trip == 0 else 0.8 * self._round_trip + 0.2 * elapsed
                 self._reserve.extend(first + index * interval for index in range(count))
             case Busy(next_free=next_free):
-                # The queue's horizon is full: come back when the slot at its end is about to be taken.
-                self._retry_at = next_free - (self.horizon if self.lane is Lane.QUEUE else 0.0)
+                # The queue's horizon is full (or the API's deadline too near): come back when it has moved on.
+                self._retry_at = next_free - (latest - now)
                 if self._retry_at <= now:
                     self._retry_at = now + interval
             case StoreUnavailable():

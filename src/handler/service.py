@@ -43,9 +43,12 @@ retry_sleep: Callable[[float], None] = time.sleep
 """How a ZEGO call waits out its backoff between attempts (kickout_dev.backoff replaces it to replay faults fast)."""
 
 
-def remaining_seconds_of(context: LambdaContext) -> RemainingSeconds:
-    """The invocation's time left, in seconds, as the core asks for it."""
-    return lambda: context.get_remaining_time_in_millis() / 1000
+def remaining_seconds_of(context: LambdaContext, *, at_most: float | None = None) -> RemainingSeconds:
+    """The invocation's time left, in seconds, as the core asks for it; never more than `at_most` from now."""
+    if at_most is None:
+        return lambda: context.get_remaining_time_in_millis() / 1000
+    ends = time.monotonic() + at_most
+    return lambda: min(context.get_remaining_time_in_millis() / 1000, ends - time.monotonic())
 
 
 def run(
