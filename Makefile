@@ -95,7 +95,8 @@ LAMBDA_ARCH ?= arm64
 # (its build graph, which only cached builds read) is removed.
 build: sam
 	PATH="$(dir $(PYTHON)):$$PATH" LAMBDA_ARCH=$(LAMBDA_ARCH) \
-		$(SAM_VENV)/bin/sam build --no-cached --template-file template.yaml --build-dir $(BUILD_DIR)
+		$(SAM_VENV)/bin/sam build --no-cached --template-file template.yaml --build-dir $(BUILD_DIR) \
+		--parameter-overrides FunctionArchitecture=$(LAMBDA_ARCH)
 	rm -f "$(abspath $(BUILD_DIR)/..)/build.toml"
 
 clean:
