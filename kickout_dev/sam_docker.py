@@ -151,8 +151,9 @@ class DockerStack:
 
 
 def parse_invocation(returncode: int, stdout: str, stderr: str, seconds: float) -> Invocation:
-    """What `sam local invoke` printed, as an Invocation: the response on stdout, the function's output on stderr
-    between the emulator's START and END lines (SAM CLI's own lines around them are left out)."""
+    """What `sam local invoke` printed, as an Invocation: the response on stdout; on stderr, the function's output
+    from the container's start (SAM CLI's "SAM_CONTAINER_ID:" line) to the emulator's END line. The emulator's
+    START line may come before SAM CLI attached to the container's output, so it does not mark the start."""
     try:
         response: Any = json.loads(stdout) if stdout.strip() else None
     except json.JSONDecodeError:
@@ -162,11 +163,11 @@ def parse_invocation(returncode: int, stdout: str, stderr: str, seconds: float) 
     printed: list[str] = []
     request_id, inside = "", False
     for line in stderr.split("\n"):
-        if line.startswith("START RequestId: "):
-            request_id, inside = line.split()[2], True
+        if line.startswith("SAM_CONTAINER_ID:"):
+            inside = True
         elif line.startswith(("END RequestId: ", "REPORT RequestId: ")):
-            inside = False
-        elif inside:
+            request_id, inside = line.split()[2], False
+        elif inside and not line.startswith("START RequestId: "):
             printed.append(line)
     logs, other = split_output(printed)
     return Invocation(response=response, logs=logs, other=other, request_id=request_id, seconds=seconds)
