@@ -130,9 +130,20 @@ def ensure(arch: str, *, log: Path | None = None) -> tuple[str, float]:
     if current_recipe() == wanted:
         return IMAGE, 0.0
     began = time.monotonic()
+    previous = _image_id(IMAGE)
     with tempfile.TemporaryDirectory(prefix="kickout-standin-") as scratch:
         build(arch, rie, wanted, Path(scratch), log)
+    if previous and previous != _image_id(IMAGE):
+        with contextlib.suppress(DockerFailed):  # the older recipe's image, untagged by the new one
+            docker("rmi", previous)
     return IMAGE, time.monotonic() - began
+
+
+def _image_id(image: str) -> str | None:
+    try:
+        return docker("image", "inspect", "--format", "{{.Id}}", image)
+    except DockerFailed:
+        return None
 
 
 def build(arch: str, rie: Path, recipe_hash: str, workdir: Path, log: Path | None = None) -> None:

@@ -1,9 +1,9 @@
 """The built function under `sam local invoke` / `sam local start-api` in a real Docker engine (kickout_dev.sam_docker),
 beside the same artifact under `make local`'s emulator, for comparison.
 
-Skipped, with the reason, where no Docker engine can be had: none answers and none can be started (not root, no
-dockerd), or .ci/run could not install one (it says why in KICKOUT_DOCKER_UNAVAILABLE), or the Debian mirror the
-base-image stand-in is built from cannot be reached. In CI, a missing engine that .ci/run did not explain fails.
+Skipped, with the reason, where no Docker engine can be had: none answers, or .ci/run could not install or start one
+(it says why in KICKOUT_DOCKER_UNAVAILABLE), or the Debian mirror the base-image stand-in is built from cannot be
+reached. In CI, a missing engine that .ci/run did not explain fails.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kickout_dev import standin_image
-from kickout_dev.docker_engine import Unavailable, engine
+from kickout_dev.docker_engine import Unavailable, engine_version
 from kickout_dev.local_lambda import Stack, Tools, build, find_tools, running
 from kickout_dev.local_lambda import Unavailable as ToolsUnavailable
 from kickout_dev.sam_docker import DockerStack, docker_stack
@@ -29,15 +29,16 @@ def _cannot(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The engine's version; dockerd is started for the session (and stopped after, by PID) only if needed."""
+def docker_engine() -> str:
+    """The running engine's version. The tests start none: .ci/run starts dockerd for CI, `make sam-local` for
+    a person; a test session that did would stop it under another one on a shared machine."""
     if reason := os.environ.get("KICKOUT_DOCKER_UNAVAILABLE"):
         pytest.skip(f"no Docker here: {reason}")
-    try:
-        with engine(tmp_path_factory.mktemp("dockerd")) as version:
-            yield version
-    except Unavailable as error:
-        _cannot(str(error))
+    version = engine_version()
+    if version is None:
+        _cannot("no Docker engine answers (start one, e.g. dockerd as root; .ci/run does)")
+    assert version is not None
+    return version
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +56,8 @@ def base_image(docker_tools: Tools) -> str:
     """The base-image stand-in, built from Debian packages unless an image of the same recipe is there."""
     try:
         image, _ = standin_image.ensure(docker_tools.arch)
-    except Unavailable as error:
-        _cannot(str(error))
+    except Unavailable as error:  # the Debian mirror said no, or mmdebstrap is missing: a skip, even in CI
+        pytest.skip(f"cannot build the base-image stand-in here: {error}")
     return image
 
 
