@@ -252,7 +252,12 @@ def start_api(stack: DockerStack, port: int) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         # SIGINT is SAM CLI's Ctrl-C: it removes its warm container; the network's removal catches any left.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        # (Started in the background of a script, SAM CLI inherits SIGINT ignored: then SIGTERM first.)
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            order = (signal.SIGTERM, signal.SIGKILL)
+        else:
+            order = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+        for sig in order:
             if process.poll() is not None:
                 break
             process.send_signal(sig)
