@@ -9,10 +9,10 @@ offline, with no AWS account. `make sam-local` runs it.
 2. The stand-in for Lambda's Python 3.13 base image (kickout_dev.standin_image), built once from Debian packages.
 3. `make build` for this machine's architecture (template parameter FunctionArchitecture, wheels to match).
 4. An internal Docker network made for this run. On its gateway (this machine's address on it, reached by the
-   function's containers and nothing else) listen a moto server (Secrets Manager, SQS) as kickout-aws:5000 and the
-   ZIM stand-in, over https, as kickout-zim:8443. The names come from `--add-host`; the function is pointed at
-   them by `--env-vars kickout_dev/sam_local_env.json`. The ZIM stand-in's certificate is signed by an authority
-   made for this run, which a copy of the base image trusts alone (`--invoke-image`).
+   function's containers and nothing else) listen a moto server (Secrets Manager, SQS, DynamoDB) as
+   kickout-aws:5000 and the ZIM stand-in, over https, as kickout-zim:8443. The names come from `--add-host`; the
+   function is pointed at them by `--env-vars kickout_dev/sam_local_env.json`. The ZIM stand-in's certificate is
+   signed by an authority made for this run, which a copy of the base image trusts alone (`--invoke-image`).
 5. `sam local invoke KickoutFunction -e <event> ...` per case, or `sam local start-api`.
 
 On the way out, even on failure or Ctrl-C: SAM CLI stopped by PID, every container on the network removed, the
@@ -62,7 +62,7 @@ from kickout_dev.local_lambda import (
 )
 from kickout_dev.local_lambda import Unavailable as ToolsUnavailable
 from kickout_dev.local_tls import run_authority
-from kickout_dev.sandbox import APP_ID, REGION, SECRET_NAME, SERVER_SECRET
+from kickout_dev.sandbox import APP_ID, REGION, SECRET_NAME, SERVER_SECRET, STATE_TABLE, create_state_table
 from kickout_dev.zim_server import ZimStandIn
 
 ENV_FILE = ROOT / "kickout_dev" / "sam_local_env.json"
@@ -209,6 +209,7 @@ def docker_stack(tools: Tools, template: Path, workdir: Path) -> Iterator[Docker
         started.enter_context(zim)
         moto.secretsmanager().create_secret(Name=SECRET_NAME, SecretString=json.dumps({"ServerSecret": SERVER_SECRET}))
         dlq_url = moto.sqs().create_queue(QueueName=DLQ_NAME)["QueueUrl"]
+        create_state_table(moto.dynamodb(), STATE_TABLE)
         yield DockerStack(
             tools=tools,
             template=template,
@@ -253,6 +254,7 @@ def start_api(stack: DockerStack, port: int) -> Iterator[str]:
     finally:
         # SIGINT is SAM CLI's Ctrl-C: it removes its warm container; the network's removal catches any left.
         # (Started in the background of a script, SAM CLI inherits SIGINT ignored: then SIGTERM first.)
+        order: tuple[signal.Signals, ...]
         if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
             order = (signal.SIGTERM, signal.SIGKILL)
         else:
@@ -342,7 +344,7 @@ def _main(args: argparse.Namespace) -> int:
         print(f"  - make build LAMBDA_ARCH={tools.arch} (sam build) in {time.monotonic() - began:.1f} s")
         with docker_stack(tools, artifact.parent / "template.yaml", Path(scratch)) as stack:
             print(f"  - network {stack.network.name} (internal); on its gateway {stack.network.gateway}:")
-            print(f"    moto (Secrets Manager, SQS) as {AWS_HOST}:{AWS_PORT},")
+            print(f"    moto (Secrets Manager, SQS, DynamoDB) as {AWS_HOST}:{AWS_PORT},")
             print(f"    the ZIM stand-in (https) as {ZIM_HOST}:{ZIM_PORT}")
             print(f"  - invoke image {stack.image}: the stand-in, trusting this run's certificate authority")
             ok = True
