@@ -252,6 +252,9 @@ def trusting(base: str, ca_pem: bytes, name: str) -> Iterator[str]:
             for tag in docker("images", "--format", "{{.Repository}}:{{.Tag}}", repository).split():
                 with contextlib.suppress(DockerFailed):
                     docker("rmi", tag)
+        # SAM CLI's lock files for building that image, named after it (samcli.local.common.file_lock)
+        for lock in Path(tempfile.gettempdir()).glob(f"{repository.replace('/', '_')}_*.building*"):
+            lock.unlink(missing_ok=True)
 
 
 def main() -> int:
