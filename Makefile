@@ -30,6 +30,16 @@ demo: install
 local: install
 	$(VENV)/bin/python -m kickout_dev.local_lambda $(ARGS)
 
+.PHONY: sam-local sam-local-image
+# `sam local invoke` on the demo's events and `sam local start-api` (ARGS=--serve), in Docker, offline: README "With
+# Docker, the usual SAM way". Starts dockerd if none runs (root); removes every container, network and image it made.
+sam-local: install sam
+	$(VENV)/bin/python -m kickout_dev.sam_docker $(ARGS)
+
+# The stand-in for Lambda's python3.13 base image (kickout/lambda-python3.13-standin:local), from Debian packages.
+sam-local-image: install sam
+	$(VENV)/bin/python -m kickout_dev.standin_image
+
 test: lint typecheck template-lint checkov unit
 
 lint: install
@@ -95,7 +105,8 @@ LAMBDA_ARCH ?= arm64
 # (its build graph, which only cached builds read) is removed.
 build: sam
 	PATH="$(dir $(PYTHON)):$$PATH" LAMBDA_ARCH=$(LAMBDA_ARCH) \
-		$(SAM_VENV)/bin/sam build --no-cached --template-file template.yaml --build-dir $(BUILD_DIR)
+		$(SAM_VENV)/bin/sam build --no-cached --template-file template.yaml --build-dir $(BUILD_DIR) \
+		--parameter-overrides FunctionArchitecture=$(LAMBDA_ARCH)
 	rm -f "$(abspath $(BUILD_DIR)/..)/build.toml"
 
 clean:

@@ -259,27 +259,29 @@ class MotoServer:
     other moto in this process (a test's mock_aws resets it).
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.log_path = workdir / "moto.log"
-        self.port = 0
+        self.host = host
+        self.port = port
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> MotoServer:
         deadline = time.monotonic() + START_TIMEOUT
         with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "kickout_dev.moto_server", "-H", "127.0.0.1", "-p", "0"],
+            self._process = subprocess.Popen(  # noqa: S603 (this interpreter, arguments built here)
+                [sys.executable, "-m", "kickout_dev.moto_server", "-H", self.host, "-p", str(self.port)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         try:
             while time.monotonic() < deadline and self._process.poll() is None:
-                found = re.search(r"Running on http://127\.0\.0\.1:(\d+)", self.log_path.read_text(errors="replace"))
+                said = self.log_path.read_text(errors="replace")
+                found = re.search(rf"Running on http://{re.escape(self.host)}:(\d+)", said)
                 if found:
                     self.port = int(found.group(1))
                     return self
@@ -578,19 +580,23 @@ class Stack:
         return self.emulator.invoke(event)
 
     def parked(self) -> list[dict[str, Any]]:
-        """Every message in the dead-letter queue (received, then deleted so a second call does not see it)."""
-        sqs = self.moto.sqs()
-        messages: list[dict[str, Any]] = []
-        for _ in range(100):
-            batch = sqs.receive_message(
-                QueueUrl=self.dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=30
-            ).get("Messages", [])
-            if not batch:
-                break
-            messages.extend(dict(message) for message in batch)
-            for message in batch:
-                sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=message["ReceiptHandle"])
-        return messages
+        return parked(self.moto, self.dlq_url)
+
+
+def parked(moto: MotoServer, dlq_url: str) -> list[dict[str, Any]]:
+    """Every message in the dead-letter queue (received, then deleted so a second call does not see it)."""
+    sqs = moto.sqs()
+    messages: list[dict[str, Any]] = []
+    for _ in range(100):
+        batch = sqs.receive_message(
+            QueueUrl=dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=30
+        ).get("Messages", [])
+        if not batch:
+            break
+        messages.extend(dict(message) for message in batch)
+        for message in batch:
+            sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+    return messages
 
 
 def lambda_environment(

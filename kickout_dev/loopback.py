@@ -3,6 +3,7 @@ handle, each request served in its own daemon thread, nothing logged to stderr."
 
 from __future__ import annotations
 
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Self
@@ -25,11 +26,19 @@ class LoopbackServer:
     poll_interval: ClassVar[float] = 0.05
     """stop() waits up to this long for the serving loop to notice; tests start and stop a server each."""
     _port: int = 0
+    _host: str = "127.0.0.1"
+    _tls: ssl.SSLContext | None = None
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
     def _serve(self, request: BaseHTTPRequestHandler) -> None:
         raise NotImplementedError
+
+    def listen_on(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> Self:
+        """Listen on `host`:`port` (with TLS when given) instead of 127.0.0.1:any: `make sam-local`'s stand-ins
+        listen on the gateway of the Docker network it created, for its containers only."""
+        self._host, self._port, self._tls = host, port, tls
+        return self
 
     def start(self) -> Self:
         serve = self._serve
@@ -42,7 +51,12 @@ class LoopbackServer:
 
         for method in self.methods:
             setattr(Handler, f"do_{method}", dispatch)
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._server = ThreadingHTTPServer((self._host, self._port), Handler)
+        if self._tls is not None:
+            # The handshake happens in the request's thread, on its first read, not in the accepting loop.
+            self._server.socket = self._tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -70,6 +84,8 @@ class LoopbackServer:
 
     @property
     def url(self) -> str:
-        """http://127.0.0.1:<the port listened on>, without a trailing slash."""
+        """http://127.0.0.1:<the port listened on>, without a trailing slash (https and the host listened on
+        after listen_on)."""
         assert self._server is not None, f"start() the {type(self).__name__} first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{self._host}:{self._server.server_address[1]}"

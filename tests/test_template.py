@@ -190,8 +190,27 @@ def test_the_ci_lint_step_sam_validate_lint_tells_good_from_bad(
 
 def test_function_runs_python_3_13_on_arm64_with_active_tracing(template: Template) -> None:
     assert function_setting(template, "Runtime") == "python3.13"
-    assert function_setting(template, "Architectures") == ["arm64"]
+    # arm64 unless a local run (make sam-local) overrides the parameter with this machine's architecture
+    assert function_setting(template, "Architectures") == [{"Ref": "FunctionArchitecture"}]
+    architecture = template["Parameters"]["FunctionArchitecture"]
+    assert (architecture["Default"], sorted(architecture["AllowedValues"])) == ("arm64", ["arm64", "x86_64"])
     assert function_setting(template, "Tracing") == "Active"
+
+
+def test_aws_endpoint_is_declared_empty_so_sam_local_can_point_it_at_a_stand_in(
+    template: Template, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the function's AWS_ENDPOINT_URL as the template declares it (sam local --env-vars overrides only
+    # declared variables)
+    declared = environment(template)["AWS_ENDPOINT_URL"]
+    assert declared == ""
+    # WHEN boto3 builds a client in an environment holding that value, as Lambda would set it
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", declared)
+    client = boto3.client("sqs", region_name="eu-central-1", aws_access_key_id="x", aws_secret_access_key="y")
+    # THEN botocore ignores the empty value (ConfiguredEndpointProvider takes only a non-empty one): AWS's own
+    assert client.meta.endpoint_url == "https://sqs.eu-central-1.amazonaws.com"
 
 
 def test_function_entry_point_is_the_handler_package(template: Template) -> None:
