@@ -51,7 +51,7 @@ MAX_LATENESS: Final = 0.02
 STORE_RETRY_SECONDS: Final = 5.0
 """After a store failure, this environment paces itself alone this long before asking the store again."""
 MIN_LEAD: Final = 0.01
-"""The least lead of the first slot of an idle budget, in seconds (else two store round trips)."""
+"""The least lead of the first slot of an idle budget, in seconds (else two store round trips; at most an interval)."""
 STATE_TTL_SECONDS: Final = 86_400
 """The budget's item expires a day after its last booking (DynamoDB TTL): an AppId no longer used leaves nothing."""
 API_MAX_BLOCK: Final = 10
@@ -84,8 +84,14 @@ class Busy:
 class SlotBook(Protocol):
     """Where the fleet's timeline of slots lives."""
 
-    def book(self, count: int, interval: float, *, now: float, latest: float, lead: float) -> Booked | Busy:
-        """Book `count` slots from the next free one if it is no later than `latest`; raises StoreUnavailable."""
+    def book(
+        self, count: int, interval: float, *, now: float, latest: float, lead: float, idle: bool = False
+    ) -> Booked | Busy:
+        """Book `count` slots from the next free one if it is no later than `latest`; raises StoreUnavailable.
+
+        `idle`: the caller expects the budget to be idle (its next free slot past), so it starts a new run first
+        and so spends one round trip, not two, on a call that finds the fleet quiet.
+        """
         ...
 
 
@@ -105,32 +111,38 @@ class DynamoSlotBook:
     table: str
     key: str
 
-    def book(self, count: int, interval: float, *, now: float, latest: float, lead: float) -> Booked | Busy:
+    def book(
+        self, count: int, interval: float, *, now: float, latest: float, lead: float, idle: bool = False
+    ) -> Booked | Busy:
         span = _micros(count * interval)
         expiration = {"N": str(int(now) + STATE_TTL_SECONDS)}
-        for _ in range(3):
-            # The usual case while the budget is busy: take the next `count` slots behind everyone else's.
-            taken = self._update(
-                "SET next_slot = next_slot + :span, expiration = :expiration",
-                "next_slot BETWEEN :now AND :latest",
-                {":span": {"N": span}, ":now": {"N": _micros(now)}, ":latest": {"N": _micros(latest)}},
-                expiration,
-            )
-            if taken.held:
-                return Booked(first=taken.next_slot - count * interval)
-            if taken.next_slot > latest:
-                return Busy(next_free=taken.next_slot)
-            # Idle (the next free slot is past) or never used: a new run of slots starts a little ahead of now.
-            start = now + lead
-            started = self._update(
-                "SET next_slot = :next, expiration = :expiration",
-                "attribute_not_exists(next_slot) OR next_slot < :now",
-                {":next": {"N": _micros(start + count * interval)}, ":now": {"N": _micros(now)}},
-                expiration,
-            )
-            if started.held:
-                return Booked(first=start)
-            # Another environment started the run between our two calls: book behind it.
+        for _ in range(4):
+            if idle:
+                # Idle (the next free slot is past) or never used: a new run of slots starts a little ahead of now.
+                start = now + lead
+                answer = self._update(
+                    "SET next_slot = :next, expiration = :expiration",
+                    "attribute_not_exists(next_slot) OR next_slot < :now",
+                    {":next": {"N": _micros(start + count * interval)}, ":now": {"N": _micros(now)}},
+                    expiration,
+                )
+                if answer.held:
+                    return Booked(first=start)
+            else:
+                # The usual case while the budget is busy: take the next `count` slots behind everyone else's.
+                answer = self._update(
+                    "SET next_slot = next_slot + :span, expiration = :expiration",
+                    "next_slot BETWEEN :now AND :latest",
+                    {":span": {"N": span}, ":now": {"N": _micros(now)}, ":latest": {"N": _micros(latest)}},
+                    expiration,
+                )
+                if answer.held:
+                    return Booked(first=answer.next_slot - count * interval)
+            if answer.next_slot > latest:
+                return Busy(next_free=answer.next_slot)
+            # The condition failed on a value that says the other case holds (another environment just started a
+            # run, or the run just lapsed): try that one.
+            idle = answer.next_slot < now
         raise StoreUnavailable("the budget's item changed under every booking")
 
     def _update(self, expression: str, condition: str, values: dict[str, Any], expiration: Any) -> _Answer:
@@ -194,6 +206,8 @@ class FleetBudget:
     _retry_at: float = field(init=False, default=float("-inf"))
     _store_failed_at: float = field(init=False, default=float("-inf"))
     _round_trip: float = field(init=False, default=0.0)
+    _next_free_seen: float = field(init=False, default=float("-inf"))
+    """The fleet's next free slot as this environment last saw it: past means the budget is likely idle."""
     _widen: float = field(init=False, default=1.0)
     _lock: threading.Condition = field(init=False, default_factory=threading.Condition)
 
@@ -275,12 +289,14 @@ class FleetBudget:
         # waits for more than the horizon's worth of queue work.
         reach = self.horizon - (count - 1) * interval if self.lane is Lane.QUEUE else float("inf")
         latest = min(deadline, now + reach)
-        lead = max(MIN_LEAD, 2 * self._round_trip)
+        # Never more than one interval: the lead only keeps the new run's first call off the old run's last one.
+        lead = min(interval, max(MIN_LEAD, 2 * self._round_trip))
+        idle = self._next_free_seen < now
         self._lock.release()
         began = time.monotonic()
         try:
             outcome: Booked | Busy | StoreUnavailable = self.book.book(
-                count, interval, now=now, latest=latest, lead=lead
+                count, interval, now=now, latest=latest, lead=lead, idle=idle
             )
         except StoreUnavailable as failure:
             outcome = failure
@@ -292,9 +308,11 @@ class FleetBudget:
         self.observe("store_calls", 1)
         match outcome:
             case Booked(first=first):
+                self._next_free_seen = first + count * interval
                 self._round_trip = elapsed if self._round_trip == 0 else 0.8 * self._round_trip + 0.2 * elapsed
                 self._reserve.extend(first + index * interval for index in range(count))
             case Busy(next_free=next_free):
+                self._next_free_seen = next_free
                 # The queue's horizon is full (or the API's deadline too near): come back when it has moved on.
                 self._retry_at = next_free - (latest - now)
                 if self._retry_at <= now:

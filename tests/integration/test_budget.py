@@ -183,8 +183,10 @@ def test_concurrent_environments_never_hold_the_same_slot(table: str) -> None:
     class Recording:
         inner: DynamoSlotBook
 
-        def book(self, count: int, interval: float, *, now: float, latest: float, lead: float) -> Booked | Busy:
-            outcome = self.inner.book(count, interval, now=now, latest=latest, lead=lead)
+        def book(
+            self, count: int, interval: float, *, now: float, latest: float, lead: float, idle: bool = False
+        ) -> Booked | Busy:
+            outcome = self.inner.book(count, interval, now=now, latest=latest, lead=lead, idle=idle)
             if isinstance(outcome, Booked):
                 with lock:
                     slots.extend(outcome.first + index * interval for index in range(count))
@@ -219,7 +221,9 @@ def test_an_unreachable_store_falls_back_to_the_local_pace_says_so_and_comes_bac
 
     @dataclass(frozen=True)
     class Failing:
-        def book(self, count: int, interval: float, *, now: float, latest: float, lead: float) -> Booked | Busy:
+        def book(
+            self, count: int, interval: float, *, now: float, latest: float, lead: float, idle: bool = False
+        ) -> Booked | Busy:
             raise StoreUnavailable("DynamoDB could not be reached (EndpointConnectionError)")
 
     budget = gate(working, Lane.QUEUE, clock, events, fallback_share=2)
@@ -270,3 +274,25 @@ def test_the_budget_item_expires_by_ttl(table: str) -> None:
         TableName=table, Key={"id": {"S": "budget#1234567890"}}
     )
     assert int(item["Item"]["expiration"]["N"]) > time.time()
+
+
+def test_a_call_that_finds_the_fleet_quiet_costs_one_store_round_trip(table: str) -> None:
+    # GIVEN an environment that has booked before, and a fleet quiet since
+    client = boto3.client("dynamodb", region_name=REGION)
+    updates: list[str] = []
+    real_update = client.update_item
+
+    def counted_update(**kwargs: object) -> object:
+        updates.append(str(kwargs["UpdateExpression"]))
+        return real_update(**kwargs)  # type: ignore[arg-type]
+
+    client.update_item = counted_update  # type: ignore[method-assign,assignment]
+    clock = Clock()
+    api = gate(DynamoSlotBook(client=lambda: client, table=table, key="budget#1234567890"), Lane.API, clock)
+    assert api.acquire(max_wait=1)
+    clock.now += 30
+    updates.clear()
+    # WHEN the next call comes
+    assert api.acquire(max_wait=1)
+    # THEN one UpdateItem started a new run of slots (not a failed "book behind" first), with a lead of an interval
+    assert updates == ["SET next_slot = :next, expiration = :expiration"]
