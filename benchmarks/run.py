@@ -2,7 +2,8 @@
 
     python -m benchmarks.run [--artifact DIR] [--cold-repeats N]
 
-1. warm kickout through the real handler / a bare signed urllib3 GET to the same stand-in (medians)
+1. warm kickout through the real handler / a bare signed urllib3 GET to the same stand-in plus one conditional
+   UpdateItem on the same store (the budget's round trip), medians
 2. one SQS batch of 10 kickouts to 10 rooms, ZEGO answering in 100 ms / 10 x 100 ms (concurrency)
 3. ZEGO calls for 10 messages kicking 10 users from one room (coalescing)
 4. the fleet under one budget (benchmarks.fleet, `python -m benchmarks.fleet` alone): raid, spread, mixed, and two
@@ -44,7 +45,16 @@ from typing import Any
 import boto3
 
 from kickout_dev.events import load_event, sqs_record
-from kickout_dev.sandbox import APP_ID, REGION, SECRET_NAME, SERVER_SECRET, LambdaContext, function_environment, sandbox
+from kickout_dev.sandbox import (
+    APP_ID,
+    REGION,
+    SECRET_NAME,
+    SERVER_SECRET,
+    LambdaContext,
+    create_state_table,
+    function_environment,
+    sandbox,
+)
 from kickout_dev.zim_server import ZimStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -344,7 +354,8 @@ class Backend:
             secret_arn=self.secret_arn,
             dlq_url=self.dlq_url,
             queue_url=self.dlq_url,
-            rate_limit_per_second=20,
+            # ZEGO's limit raised out of the way: each warm call is timed alone, with its one budget round trip.
+            rate_limit_per_second=1000,
         )
         env.update(
             PATH=os.environ.get("PATH", "/usr/bin:/bin"),
@@ -424,7 +435,7 @@ def measure_warm(backend: Backend, layout: Layout, report: Report, floor_rss_kb:
             Row(
                 f"1. warm kickout, direct invoke ({label})",
                 f"{result['handler_ns'] / 1000:.0f} µs",
-                f"{result['floor_ns'] / 1000:.0f} µs bare signed GET",
+                f"{result['floor_ns'] / 1000:.0f} µs bare signed GET + one conditional write",
                 ratio,
                 f"≤ {target}",
                 ratio <= target,
@@ -717,11 +728,11 @@ def measure_batch(report: Report) -> None:
         paced = timed_batches(lambda_handler, 2, "paced")
     report.add(
         Row(
-            "2. the same at the template's pace, 9/s",
+            "2. the same under ZEGO's 20/s (the fleet budget, 19.2/s)",
             ms(median(paced)),
             ms(baseline),
             median(paced) / baseline,
-            "info: ≥ 9/9 s by design",
+            "info: ≥ 9/19.2 s by design",
             None,
         )
     )
@@ -837,6 +848,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 Name=SECRET_NAME, SecretString=json.dumps({"ServerSecret": SERVER_SECRET})
             )["ARN"]
             dlq_url = boto3.client("sqs", **clients, **keys).create_queue(QueueName="kickout-dlq")["QueueUrl"]  # type: ignore[call-overload]
+            create_state_table(boto3.client("dynamodb", **clients, **keys))  # type: ignore[call-overload]
             backend = Backend(zim, moto_url, secret_arn, dlq_url, xray_daemon, lambda_python())
             floor_rss_kb = measure_cold(backend, layouts, args.cold_repeats, report)
             measure_imports(backend, layouts, report)

@@ -31,7 +31,12 @@ import urllib3
 
 
 def floor_call(endpoint: str, app_id: int, server_secret: str, event: dict[str, Any]) -> Callable[[], None]:
-    """Sign with md5 and GET, on a kept connection; the query has the same parameters as the handler's."""
+    """One conditional UpdateItem on the budget's table (the round trip the budget needs per call), then sign with
+    md5 and GET, on a kept connection; the query has the same parameters as the handler's."""
+    import boto3
+
+    dynamodb = boto3.client("dynamodb")
+    table = os.environ["KICKOUT_STATE_TABLE"]
     pool = urllib3.PoolManager(maxsize=1)
     tail = [
         ("RoomId", event["room_id"]),
@@ -42,6 +47,15 @@ def floor_call(endpoint: str, app_id: int, server_secret: str, event: dict[str, 
     encoded_tail = "&".join(f"{quote(key, safe='')}={quote(value, safe='')}" for key, value in tail)
 
     def call() -> None:
+        now = round(time.time() * 1_000_000)
+        dynamodb.update_item(
+            TableName=table,
+            Key={"id": {"S": "floor"}},
+            UpdateExpression="SET next_slot = :next",
+            ConditionExpression="attribute_not_exists(next_slot) OR next_slot < :now",
+            ExpressionAttributeValues={":next": {"N": str(now + 1)}, ":now": {"N": str(now + 1)}},
+            ReturnValues="UPDATED_NEW",
+        )
         nonce, timestamp = secrets.token_hex(8), int(time.time())
         signature = hashlib.md5(f"{app_id}{nonce}{server_secret}{timestamp}".encode(), usedforsecurity=False)
         query = (
