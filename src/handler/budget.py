@@ -73,12 +73,15 @@ class StoreUnavailable(Exception):
 class Booked:
     first: float
     """The first booked slot (Unix time); the others follow at the interval."""
+    round_trips: int = 1
+    """Store calls it took (more than one when another environment changed the item in between)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Busy:
     next_free: float
     """The first slot nobody holds, later than the caller would book."""
+    round_trips: int = 1
 
 
 class SlotBook(Protocol):
@@ -116,7 +119,7 @@ class DynamoSlotBook:
     ) -> Booked | Busy:
         span = _micros(count * interval)
         expiration = {"N": str(int(now) + STATE_TTL_SECONDS)}
-        for _ in range(4):
+        for round_trips in range(1, 5):
             if idle:
                 # Idle (the next free slot is past) or never used: a new run of slots starts a little ahead of now.
                 start = now + lead
@@ -127,7 +130,7 @@ class DynamoSlotBook:
                     expiration,
                 )
                 if answer.held:
-                    return Booked(first=start)
+                    return Booked(first=start, round_trips=round_trips)
             else:
                 # The usual case while the budget is busy: take the next `count` slots behind everyone else's.
                 answer = self._update(
@@ -137,9 +140,9 @@ class DynamoSlotBook:
                     expiration,
                 )
                 if answer.held:
-                    return Booked(first=answer.next_slot - count * interval)
+                    return Booked(first=answer.next_slot - count * interval, round_trips=round_trips)
             if answer.next_slot > latest:
-                return Busy(next_free=answer.next_slot)
+                return Busy(next_free=answer.next_slot, round_trips=round_trips)
             # The condition failed on a value that says the other case holds (another environment just started a
             # run, or the run just lapsed): try that one.
             idle = answer.next_slot < now
@@ -305,7 +308,7 @@ class FleetBudget:
             self._lock.acquire()
             self._booking = False
             self._lock.notify_all()
-        self.observe("store_calls", 1)
+        self.observe("store_calls", 1 if isinstance(outcome, StoreUnavailable) else outcome.round_trips)
         match outcome:
             case Booked(first=first):
                 self._next_free_seen = first + count * interval
