@@ -75,6 +75,8 @@ class Booked:
     """The first booked slot (Unix time); the others follow at the interval."""
     round_trips: int = 1
     """Store calls it took (more than one when another environment changed the item in between)."""
+    started_run: bool = False
+    """The budget was idle: these slots start a new run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +132,7 @@ class DynamoSlotBook:
                     expiration,
                 )
                 if answer.held:
-                    return Booked(first=start, round_trips=round_trips)
+                    return Booked(first=start, round_trips=round_trips, started_run=True)
             else:
                 # The usual case while the budget is busy: take the next `count` slots behind everyone else's.
                 answer = self._update(
@@ -209,8 +211,8 @@ class FleetBudget:
     _retry_at: float = field(init=False, default=float("-inf"))
     _store_failed_at: float = field(init=False, default=float("-inf"))
     _round_trip: float = field(init=False, default=0.0)
-    _next_free_seen: float = field(init=False, default=float("-inf"))
-    """The fleet's next free slot as this environment last saw it: past means the budget is likely idle."""
+    _expect_idle: bool = field(init=False, default=True)
+    """This lane's last booking found the budget idle: the next one tries to start a new run first."""
     _widen: float = field(init=False, default=1.0)
     _lock: threading.Condition = field(init=False, default_factory=threading.Condition)
 
@@ -294,7 +296,7 @@ class FleetBudget:
         latest = min(deadline, now + reach)
         # Never more than one interval: the lead only keeps the new run's first call off the old run's last one.
         lead = min(interval, max(MIN_LEAD, 2 * self._round_trip))
-        idle = self._next_free_seen < now
+        idle = self._expect_idle
         self._lock.release()
         began = time.monotonic()
         try:
@@ -310,12 +312,12 @@ class FleetBudget:
             self._lock.notify_all()
         self.observe("store_calls", 1 if isinstance(outcome, StoreUnavailable) else outcome.round_trips)
         match outcome:
-            case Booked(first=first):
-                self._next_free_seen = first + count * interval
+            case Booked(first=first, started_run=started_run):
+                self._expect_idle = started_run
                 self._round_trip = elapsed if self._round_trip == 0 else 0.8 * self._round_trip + 0.2 * elapsed
                 self._reserve.extend(first + index * interval for index in range(count))
             case Busy(next_free=next_free):
-                self._next_free_seen = next_free
+                self._expect_idle = False
                 # The queue's horizon is full (or the API's deadline too near): come back when it has moved on.
                 self._retry_at = next_free - (latest - now)
                 if self._retry_at <= now:
