@@ -314,6 +314,10 @@ class FleetBudget:
         match outcome:
             case Booked(first=first, started_run=started_run):
                 self._expect_idle = started_run
+                if self.lane is Lane.QUEUE:
+                    # This block ends near the horizon: asking again before the horizon can take another block
+                    # would only be answered Busy. Come back when it can, unless another lane moves it sooner.
+                    self._retry_at = first + count * interval - (self.horizon - (self._max_block() - 1) * interval)
                 self._round_trip = elapsed if self._round_trip == 0 else 0.8 * self._round_trip + 0.2 * elapsed
                 self._reserve.extend(first + index * interval for index in range(count))
             case Busy(next_free=next_free):
