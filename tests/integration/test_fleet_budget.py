@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import boto3
 import pytest
 
 from kickout_dev.events import api_event, sqs_event
-from kickout_dev.sandbox import LambdaContext, Sandbox, sandbox
+from kickout_dev.sandbox import REGION, LambdaContext, Sandbox, sandbox
+from tests.conftest import Invoke, Printed
 
 ZEGO_LIMIT = 20
 
@@ -65,3 +67,19 @@ def test_a_queue_backlog_and_an_api_request_together_stay_within_zegos_limit_the
     # AND the API's three calls did not wait for the queue's backlog (about two seconds of it)
     print(f"api {answers['api_seconds']:.2f} s, queue {queue_seconds:.2f} s")
     assert answers["api_seconds"] < queue_seconds
+
+
+def test_with_the_budgets_table_gone_kickouts_go_on_at_the_local_pace_and_say_so(
+    invoke: Invoke, box: Sandbox, printed: Printed
+) -> None:
+    # GIVEN the budget's table is unreachable (deleted)
+    boto3.client("dynamodb", region_name=REGION).delete_table(TableName=box.environ["KICKOUT_STATE_TABLE"])
+    # WHEN a batch for three rooms comes
+    response = invoke(sqs_event(*(kickout(f"room-{index}", "u") for index in range(3))))
+    # THEN every message is done, nothing handed back, and the failure is counted and logged once
+    assert response == {"batchItemFailures": []}
+    assert len(box.zim.kickouts) == 3
+    assert printed.metric("BudgetStoreErrors") == 1
+    assert [line["message"] for line in printed.logs if "budget" in line["message"]] == [
+        "rate budget store unavailable: pacing this environment alone"
+    ]
