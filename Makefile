@@ -11,6 +11,11 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 REGION ?= eu-central-1
 export PYTHONPATH := src:.
+# Every SAM CLI run from here (and from the dev tools make starts): no telemetry, and its settings (installation id,
+# layer cache) kept in .venv-sam rather than the user's home. __SAM_CLI_APP_DIR is SAM CLI's own override of that
+# folder (samcli/cli/global_config.py); kickout_dev/sam_docker.py sets both when run without make.
+export SAM_CLI_TELEMETRY := 0
+export __SAM_CLI_APP_DIR := $(CURDIR)/$(SAM_VENV)/sam-cli-home
 
 .PHONY: demo test lint typecheck template-lint checkov unit install sam build clean openapi bench
 
