@@ -36,8 +36,8 @@ local: install
 	$(VENV)/bin/python -m kickout_dev.local_lambda $(ARGS)
 
 .PHONY: sam-local sam-local-image
-# `sam local invoke` on the demo's events and `sam local start-api` (ARGS=--serve), in Docker, offline: README "With
-# Docker, the usual SAM way". Starts dockerd if none runs (root); removes every container, network and image it made.
+# `sam local invoke` on the demo's events and `sam local start-api` (ARGS=--serve), in Docker, offline:
+# docs/local-runtime.md "With Docker, the usual SAM way". Starts dockerd if none runs (root); removes every container, network and image it made.
 sam-local: install sam
 	$(VENV)/bin/python -m kickout_dev.sam_docker $(ARGS)
 
@@ -77,7 +77,7 @@ unit: install
 openapi: install
 	$(VENV)/bin/python -m kickout_dev.openapi
 
-# README "Performance": figures as ratios against baselines measured in the same run (builds the artifact; a few
+# docs/performance.md: figures as ratios against baselines measured in the same run (builds the artifact; a few
 # minutes, loopback only).
 bench: install sam
 	$(VENV)/bin/python -m benchmarks.run
