@@ -11,6 +11,11 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 REGION ?= eu-central-1
 export PYTHONPATH := src:.
+# Every SAM CLI run from here (and from the dev tools make starts): no telemetry, and its settings (installation id,
+# layer cache) kept in .venv-sam rather than the user's home. __SAM_CLI_APP_DIR is SAM CLI's own override of that
+# folder (samcli/cli/global_config.py); kickout_dev/sam_docker.py sets both when run without make.
+export SAM_CLI_TELEMETRY := 0
+export __SAM_CLI_APP_DIR := $(CURDIR)/$(SAM_VENV)/sam-cli-home
 
 .PHONY: demo test lint typecheck template-lint checkov unit install sam build clean openapi bench
 
@@ -31,8 +36,8 @@ local: install
 	$(VENV)/bin/python -m kickout_dev.local_lambda $(ARGS)
 
 .PHONY: sam-local sam-local-image
-# `sam local invoke` on the demo's events and `sam local start-api` (ARGS=--serve), in Docker, offline: README "With
-# Docker, the usual SAM way". Starts dockerd if none runs (root); removes every container, network and image it made.
+# `sam local invoke` on the demo's events and `sam local start-api` (ARGS=--serve), in Docker, offline:
+# docs/local-runtime.md "With Docker, the usual SAM way". Starts dockerd if none runs (root); removes every container, network and image it made.
 sam-local: install sam
 	$(VENV)/bin/python -m kickout_dev.sam_docker $(ARGS)
 
@@ -72,7 +77,7 @@ unit: install
 openapi: install
 	$(VENV)/bin/python -m kickout_dev.openapi
 
-# README "Performance": figures as ratios against baselines measured in the same run (builds the artifact; a few
+# docs/performance.md: figures as ratios against baselines measured in the same run (builds the artifact; a few
 # minutes, loopback only).
 bench: install sam
 	$(VENV)/bin/python -m benchmarks.run

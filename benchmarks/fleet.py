@@ -45,8 +45,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 import boto3
 
-from benchmarks.run import ROOT, BenchError, Report, Row, log, moto_server, print_table, stop
+from benchmarks.run import ROOT, BenchError, Report, Row, log, print_table
 from kickout_dev.events import api_event, sqs_record
+from kickout_dev.processes import MotoServer, terminate
 from kickout_dev.sandbox import APP_ID, REGION, SECRET_NAME, SERVER_SECRET, create_state_table, function_environment
 from kickout_dev.zim_server import ZimStandIn
 
@@ -186,7 +187,7 @@ class Environment:
         return invocation
 
     def close(self) -> None:
-        stop(self.process)
+        terminate(self.process, timeout=10)
 
 
 # --- SQS as Lambda's poller sees it -----------------------------------------------------------------------------
@@ -839,8 +840,8 @@ def measure_fleet(
         report.note(
             f"fleet: NOT the template's defaults: batch {defaults.batch_size}, window {defaults.batching_window}"
         )
-    with moto_server() as moto_url, tempfile.TemporaryDirectory(prefix="kickout-fleet-") as logs:
-        backend = Backend.create(moto_url)
+    with tempfile.TemporaryDirectory(prefix="kickout-fleet-") as logs, MotoServer(Path(logs)) as moto:
+        backend = Backend.create(moto.url)
         for _ in range(repeat):
             for name in only:
                 outcome = run_workload(WORKLOADS[name](), backend, defaults, Path(logs))

@@ -45,6 +45,7 @@ from typing import Any
 import boto3
 
 from kickout_dev.events import load_event, sqs_record
+from kickout_dev.processes import MotoServer
 from kickout_dev.sandbox import (
     APP_ID,
     REGION,
@@ -100,47 +101,6 @@ class Report:
 
 def log(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """`python -m moto.server` on a loopback port, stopped by its handle."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kickout_dev.moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise BenchError("moto server exited at start")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if time.monotonic() > deadline:
-                raise BenchError("moto server did not start in 30 s")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
 
 
 @contextlib.contextmanager
@@ -838,10 +798,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         layouts = lay_out(artifact, work)
         measure_sizes(artifact, work, report)
         with (
-            moto_server() as moto_url,
+            MotoServer(work) as moto,
             ZimStandIn(APP_ID, SERVER_SECRET, latency=0.0) as zim,
             xray_daemon_sink() as xray_daemon,
         ):
+            moto_url = moto.url
             clients = {"region_name": REGION, "endpoint_url": moto_url}
             keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
             secret_arn = boto3.client("secretsmanager", **clients, **keys).create_secret(  # type: ignore[call-overload]

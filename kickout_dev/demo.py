@@ -1,7 +1,7 @@
 """The main job on this machine: the real handler, each file of `events/`, the ZIM stand-in on loopback,
 Secrets Manager and SQS in memory. No AWS account, no Docker, no network.
 
-    python -m kickout_dev.demo
+    .venv/bin/python -m kickout_dev.demo      (from the repository's root; src/ is put on the path here)
 
 `make demo` runs this where the built function cannot run under the emulator (`python -m
 kickout_dev.local_lambda`): the same cases, checked and printed by the same code, with the handler called here.
@@ -13,11 +13,15 @@ import contextlib
 import io
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from kickout_dev.events import EVENTS_DIR
 from kickout_dev.local_lambda import Invocation, demo_cases, run_cases, split_output, summary
 from kickout_dev.sandbox import LambdaContext, sandbox
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+"""The function's package `handler` (CodeUri): on the path as `make demo`'s PYTHONPATH puts it, also without it."""
 
 
 def invoke(event: Any) -> Invocation:
@@ -41,6 +45,8 @@ def invoke(event: Any) -> Invocation:
 
 
 def main() -> int:
+    if str(SRC) not in sys.path:
+        sys.path.insert(0, str(SRC))
     with sandbox() as box:
         print("kickout demo: the real Lambda handler on the files of events/, against")
         print(f"  - a ZIM server stand-in on {box.zim.url} that checks signatures and parameters as ZEGO does,")

@@ -42,18 +42,12 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
-
-import boto3
+from typing import IO, Any
 
 from kickout_dev.events import api_event, load_event, sqs_event
-from kickout_dev.sandbox import APP_ID, REGION, SECRET_NAME, SERVER_SECRET, create_state_table, function_environment
+from kickout_dev.processes import MotoServer, children, free_port, stop_group, stop_pid, terminate
+from kickout_dev.sandbox import APP_ID, SECRET_NAME, SERVER_SECRET, create_state_table, function_environment
 from kickout_dev.zim_server import ZimStandIn
-
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.client import DynamoDBClient
-    from mypy_boto3_secretsmanager.client import SecretsManagerClient
-    from mypy_boto3_sqs.client import SQSClient
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -63,6 +57,8 @@ FUNCTION_NAME = "kickout-KickoutFunction"
 HANDLER = "handler.app.lambda_handler"
 EX_UNAVAILABLE = 69
 """sysexits' EX_UNAVAILABLE: this machine lacks what the emulated run needs."""
+EX_USAGE = 2
+"""A mistake on the command line, as argparse exits for its own."""
 
 INSTALL_TIMEOUT = 900.0
 BUILD_TIMEOUT = 600.0
@@ -78,6 +74,10 @@ DEFAULT_SERVE_PORT = 3000
 
 class Unavailable(Exception):
     """This machine cannot run the built function under the emulator; the message says what is missing."""
+
+
+class UsageError(Exception):
+    """A mistake on the command line (an event file missing or not JSON): said in one line, no traceback."""
 
 
 class BuildFailed(Exception):
@@ -171,35 +171,13 @@ def _run_to_end(args: list[str], *, timeout: float) -> str:
             raise BuildFailed(f"{' '.join(args[-3:])} took longer than {timeout:.0f} s") from None
         finally:
             if process.poll() is None:
-                _stop_group(process)
+                stop_group(process)
         output.seek(0)
         text = output.read().decode(errors="replace")
     if process.returncode != 0:
         tail = "\n".join(text.splitlines()[-25:])
         raise BuildFailed(f"`{' '.join(args)}` exited with {process.returncode}:\n{tail}")
     return text
-
-
-def _terminate(process: subprocess.Popen[Any]) -> None:
-    """SIGTERM a process started here, if it still runs; SIGKILL it if it has not gone after STOP_TIMEOUT."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_TIMEOUT)
-
-
-def _stop_group(process: subprocess.Popen[Any]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(STOP_TIMEOUT)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 # --- build -----------------------------------------------------------------------------------------------------
@@ -250,74 +228,6 @@ def function_config() -> FunctionConfig:
 
 
 # --- the AWS side: a moto server -------------------------------------------------------------------------------
-
-
-class MotoServer:
-    """Secrets Manager and SQS for the function (AWS_ENDPOINT_URL): `python -m moto.server` on 127.0.0.1.
-
-    A process of its own: moto keeps its state per process, so a server thread here would share it with every
-    other moto in this process (a test's mock_aws resets it).
-    """
-
-    def __init__(self, workdir: Path, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.log_path = workdir / "moto.log"
-        self.host = host
-        self.port = port
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> MotoServer:
-        deadline = time.monotonic() + START_TIMEOUT
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(  # noqa: S603 (this interpreter, arguments built here)
-                [sys.executable, "-m", "kickout_dev.moto_server", "-H", self.host, "-p", str(self.port)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            while time.monotonic() < deadline and self._process.poll() is None:
-                said = self.log_path.read_text(errors="replace")
-                found = re.search(rf"Running on http://{re.escape(self.host)}:(\d+)", said)
-                if found:
-                    self.port = int(found.group(1))
-                    return self
-                time.sleep(0.05)
-            raise RuntimeError(f"the moto server did not start:\n{self.log_path.read_text(errors='replace')[-2000:]}")
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            _terminate(process)
-
-    def __enter__(self) -> MotoServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def sqs(self) -> SQSClient:
-        return boto3.client("sqs", **self._client_arguments())
-
-    def dynamodb(self) -> DynamoDBClient:
-        return boto3.client("dynamodb", **self._client_arguments())
-
-    def secretsmanager(self) -> SecretsManagerClient:
-        return boto3.client("secretsmanager", **self._client_arguments())
-
-    def _client_arguments(self) -> dict[str, Any]:
-        return {
-            "region_name": REGION,
-            "endpoint_url": self.url,
-            "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing",
-        }
 
 
 # --- the function: the Runtime Interface Emulator --------------------------------------------------------------
@@ -380,13 +290,6 @@ def runtime_client_path(into: Path) -> Path:
     return into
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class Emulator:
     """aws-lambda-rie running the artifact with awslambdaric; one invocation at a time, as one Lambda
     execution environment takes them."""
@@ -418,7 +321,7 @@ class Emulator:
             for attempt in range(1, START_ATTEMPTS + 1):
                 self._log = self.log_path.open("ab")
                 offset = self.log_path.stat().st_size
-                self.port = _free_port()
+                self.port = free_port()
                 self._process = self._spawn()
                 if self._wait_listening(began + START_TIMEOUT):
                     self.started_in = time.monotonic() - began
@@ -439,7 +342,7 @@ class Emulator:
                 "--runtime-interface-emulator-address",
                 f"127.0.0.1:{self.port}",
                 "--runtime-api-address",
-                f"127.0.0.1:{_free_port()}",
+                f"127.0.0.1:{free_port()}",
                 "--log-level",
                 "error",
                 self.tools.python,
@@ -469,10 +372,10 @@ class Emulator:
         """SIGTERM the emulator (it stops the runtime), wait, SIGKILL if needed; then any runtime it left."""
         process, self._process = self._process, None
         if process is not None:
-            runtimes = _children(process.pid)
-            _terminate(process)
+            runtimes = children(process.pid)
+            terminate(process)
             for pid in runtimes:
-                _stop_pid(pid, expect="awslambdaric")
+                stop_pid(pid, expect="awslambdaric")
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -538,28 +441,6 @@ def _document(body: bytes) -> Any:
         return json.loads(body) if body else None
     except ValueError:
         return body.decode(errors="replace")
-
-
-def _children(pid: int) -> list[int]:
-    children: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            children.extend(int(child) for child in (task / "children").read_text().split())
-    return children
-
-
-def _stop_pid(pid: int, *, expect: str) -> None:
-    """Stop a process this run started (through the emulator), if it is still there and still that process."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            if expect not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                return
-            os.kill(pid, sig)
-        except (OSError, ProcessLookupError):
-            return
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-            time.sleep(0.05)
 
 
 # --- all of it -------------------------------------------------------------------------------------------------
@@ -704,11 +585,32 @@ def demo_cases() -> list[Case]:
 
 
 def file_cases(paths: list[str]) -> list[Case]:
+    """The events in these files, or UsageError naming the first that is missing or not JSON."""
     cases = []
     for name in paths:
         path = Path(name)
-        cases.append(Case(str(path), json.loads(path.read_text())))
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise UsageError(f"{name}: no such event file (the samples are in events/)") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"{name}: cannot read it as an event file ({type(error).__name__})") from None
+        try:
+            cases.append(Case(str(path), json.loads(text)))
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{name}: not JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
     return cases
+
+
+def port_number(text: str) -> int:
+    """argparse's type for --port: 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is outside 0-65535")
+    return port
 
 
 def _status(invocation: Invocation) -> int | None:
@@ -814,7 +716,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("events", nargs="*", help="event files to invoke (default: the demo's cases from events/)")
     parser.add_argument("--serve", action="store_true", help="then keep it up behind POST /kickouts on 127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_SERVE_PORT, help="port for --serve (0: any free one)")
+    parser.add_argument(
+        "--port", type=port_number, default=DEFAULT_SERVE_PORT, help="port for --serve (0: any free one)"
+    )
     parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so that everything started here is stopped.
@@ -824,6 +728,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nlocal_lambda: interrupted; everything it started is stopped", file=sys.stderr)
         return 130
+    except UsageError as error:
+        print(f"local_lambda: {error}", file=sys.stderr)
+        return EX_USAGE
 
 
 def _main(args: argparse.Namespace) -> int:

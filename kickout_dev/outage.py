@@ -1,4 +1,4 @@
-"""A ZEGO outage replayed on a simulated clock, through the real handler: the proof behind README "A ZEGO outage".
+"""A ZEGO outage replayed on a simulated clock, through the real handler: the proof behind docs/failure-handling.md.
 
 - SQS is moto's, made like the template's KickoutQueue (its VisibilityTimeout and RedrivePolicy: maxReceiveCount
   and the dead-letter queue): moto keeps the visibility timeouts, the receive counts and the redrive itself.

@@ -27,7 +27,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,29 +43,34 @@ from kickout_dev.docker_engine import DockerFailed, Network, Unavailable, engine
 from kickout_dev.events import EVENTS_DIR
 from kickout_dev.local_lambda import (
     EX_UNAVAILABLE,
+    EX_USAGE,
     FUNCTION,
     ROOT,
     BuildFailed,
     Case,
     Invocation,
-    MotoServer,
     Tools,
+    UsageError,
     build,
     demo_cases,
     file_cases,
     find_tools,
     parked,
+    port_number,
     run_cases,
     split_output,
     summary,
 )
 from kickout_dev.local_lambda import Unavailable as ToolsUnavailable
 from kickout_dev.local_tls import run_authority
+from kickout_dev.processes import MotoServer, listening
 from kickout_dev.sandbox import APP_ID, REGION, SECRET_NAME, SERVER_SECRET, STATE_TABLE, create_state_table
 from kickout_dev.zim_server import ZimStandIn
 
 ENV_FILE = ROOT / "kickout_dev" / "sam_local_env.json"
 DEFAULT_BUILD_DIR = ROOT / ".aws-sam" / "sam-local"
+SAM_CLI_HOME = ROOT / ".venv-sam" / "sam-cli-home"
+"""SAM CLI's settings folder (installation id, layer cache): the Makefile's __SAM_CLI_APP_DIR."""
 AWS_HOST, AWS_PORT = "kickout-aws", 5000
 ZIM_HOST, ZIM_PORT = "kickout-zim", 8443
 SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:123456789012:secret:{SECRET_NAME}-AbCdEf"
@@ -181,7 +185,8 @@ def sam() -> Path:
 
 def sam_environment() -> dict[str, str]:
     """This environment, less what would reach AWS or override the env file: SAM CLI reads the shell for the
-    function's variables too. Credentials are moto's fake ones; no telemetry."""
+    function's variables too. Credentials are moto's fake ones; no telemetry; SAM CLI's settings in .venv-sam, not
+    the user's home (as the Makefile has it)."""
     dropped = ("AWS_", "ZEGO_", "KICKOUT_", "POWERTOOLS_")
     environ = {name: value for name, value in os.environ.items() if not name.startswith(dropped)}
     return environ | {
@@ -192,6 +197,7 @@ def sam_environment() -> dict[str, str]:
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "AWS_EC2_METADATA_DISABLED": "true",
         "SAM_CLI_TELEMETRY": "0",
+        "__SAM_CLI_APP_DIR": str(SAM_CLI_HOME),
     }
 
 
@@ -247,7 +253,7 @@ def start_api(stack: DockerStack, port: int) -> Iterator[str]:
         )
     try:
         deadline = time.monotonic() + API_START_TIMEOUT
-        while not _listening(port):
+        while not listening(port):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise DockerFailed(
                     f"sam local start-api did not start:\n{log_path.read_text(errors='replace')[-2000:]}"
@@ -268,12 +274,6 @@ def start_api(stack: DockerStack, port: int) -> Iterator[str]:
             process.send_signal(sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(STOP_TIMEOUT)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def post_kickout(url: str, body: bytes) -> tuple[int, Any]:
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("events", nargs="*", help="event files to invoke (default: the demo's cases from events/)")
     parser.add_argument("--serve", action="store_true", help="then run sam local start-api on 127.0.0.1, for curl")
-    parser.add_argument("--port", type=int, default=DEFAULT_SERVE_PORT, help="port for --serve")
+    parser.add_argument("--port", type=port_number, default=DEFAULT_SERVE_PORT, help="port for --serve")
     parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -322,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     except Unavailable as error:
         print(f"sam_docker: cannot run the function in Docker here: {error}", file=sys.stderr)
         return EX_UNAVAILABLE
+    except UsageError as error:
+        print(f"sam_docker: {error}", file=sys.stderr)
+        return EX_USAGE
 
 
 def _main(args: argparse.Namespace) -> int:

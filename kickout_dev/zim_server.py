@@ -98,6 +98,8 @@ class ZimStandIn(LoopbackServer):
     """Accepted requests, in order (a fault scripted for a request keeps it out of this list)."""
     refusals: list[tuple[int, str]] = field(default_factory=list)
     """(code, why) for every request refused by the checks: signature, skew, parameters, rate."""
+    request_ids: list[str] = field(default_factory=list)
+    """Every RequestId put in a reply, in order: accepted, refused and scripted-code answers alike."""
     requests_seen: int = 0
     requests_by_room: Counter[str] = field(default_factory=Counter)
     """Every request that reached the server, faulted or not, by its RoomId."""
@@ -138,6 +140,12 @@ class ZimStandIn(LoopbackServer):
     def rotate_secret(self, new_secret: str) -> None:
         with self._lock:
             self.server_secret = new_secret
+
+    def clear_record(self) -> None:
+        """Forget the kickouts accepted and the requests refused so far (a stand-in shared by several tests)."""
+        with self._lock:
+            self.kickouts.clear()
+            self.refusals.clear()
 
     @property
     def kicked_user_ids(self) -> list[str]:
@@ -315,7 +323,10 @@ class ZimStandIn(LoopbackServer):
         return self._reply(code, why)
 
     def _reply(self, code: int, message: str) -> dict[str, Any]:
-        return {"Code": code, "Message": message, "RequestId": str(next(self._request_ids))}
+        with self._lock:
+            request_id = str(next(self._request_ids))
+            self.request_ids.append(request_id)
+        return {"Code": code, "Message": message, "RequestId": request_id}
 
     @staticmethod
     def _answer(request: BaseHTTPRequestHandler, document: dict[str, Any]) -> None:

@@ -1,6 +1,5 @@
 """Shared fixtures: a sandbox per test (ZIM stand-in on loopback, moto Secrets Manager and SQS), the real
-handler, a fresh Lambda context, and the output the function printed (logs and EMF metrics); and a helper that
-records the RequestIds the stand-in issues."""
+handler, a fresh Lambda context, and the output the function printed (logs and EMF metrics)."""
 
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ import pytest
 from aws_lambda_powertools.metrics.provider.cold_start import reset_cold_start_flag
 
 from kickout_dev.sandbox import Sandbox, sandbox
-from kickout_dev.zim_server import ZimStandIn
 
 # Powertools reads these when Logger, Tracer and Metrics are built, at the handler's import: before any test.
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "kickout")
@@ -94,17 +92,3 @@ def invoke(box: Sandbox, printed: Printed) -> Invoke:
         return lambda_handler(event, box.context(timeout_seconds))
 
     return call
-
-
-def issued_request_ids(zim: ZimStandIn, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every RequestId the stand-in puts in a reply, in order (it keeps no record of them itself)."""
-    issued: list[str] = []
-    reply = zim._reply
-
-    def recording_reply(code: int, message: str) -> dict[str, Any]:
-        document = reply(code, message)
-        issued.append(document["RequestId"])
-        return document
-
-    monkeypatch.setattr(zim, "_reply", recording_reply)
-    return issued

@@ -420,7 +420,7 @@ def test_queue_redrives_to_the_dead_letter_queue_after_twenty_receives(template:
 
 def shortest_ride_out(max_receives: int) -> int:
     """Seconds from a message's first receive until SQS would move it, when ZEGO fails it at every receive and each
-    backoff is cut by the most jitter can take (README "A ZEGO outage")."""
+    backoff is cut by the most jitter can take (docs/failure-handling.md "A ZEGO outage")."""
     from handler.queue import backoff_seconds
 
     return sum(backoff_seconds(receive, jitter=lambda: 1.0) for receive in range(1, max_receives + 1))
@@ -430,7 +430,7 @@ def test_the_redrive_limit_rides_out_two_hours_of_zego_outage(template: Template
     queue = resource(template, "KickoutQueue", "AWS::SQS::Queue")
     ride_out = shortest_ride_out(int(queue["RedrivePolicy"]["maxReceiveCount"]))
     assert ride_out >= 2 * 60 * 60
-    # the figure the README and the template's comment give: 2 h 20 min
+    # the figure docs/failure-handling.md and the template's comment give: 2 h 20 min
     assert ride_out // 60 == 140
 
 
@@ -1029,7 +1029,7 @@ def test_the_account_wide_api_gateway_logging_role_is_set_only_when_the_paramete
 
 
 def test_reserved_concurrency_is_a_choice_reserving_nothing_by_default(template: Template) -> None:
-    # Reserving takes from the account's pool for good (README "Deploy"); the queue and API are bounded anyway.
+    # Reserving takes from the account's pool for good (README "Configuration"); the queue and API are bounded anyway.
     reserved = function_setting(template, "ReservedConcurrentExecutions")
     condition, when_set, otherwise = reserved["Fn::If"]
     assert when_set == {"Ref": "ReservedConcurrency"}

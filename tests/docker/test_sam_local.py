@@ -5,7 +5,6 @@ What it answers must be what `make local` answers for the same artifact and even
 from __future__ import annotations
 
 import json
-import socket
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from kickout_dev.docker_engine import docker, engine_version
 from kickout_dev.events import load_event, sqs_record
 from kickout_dev.local_lambda import Case, Invocation, Stack, Tools, demo_cases
+from kickout_dev.processes import free_port
 from kickout_dev.sam_docker import DockerStack, docker_stack, post_kickout, start_api
 
 pytestmark = pytest.mark.docker
@@ -107,17 +107,10 @@ def test_the_function_in_docker_logs_and_counts_as_in_lambda(in_docker: DockerSt
     assert not any("SAM_CONTAINER_ID" in line or "Mounting" in line for line in invocation.other)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_sam_local_start_api_answers_a_curl_like_post(in_docker: DockerStack) -> None:
     # GIVEN sam local start-api on a free port of 127.0.0.1, with one warm container on the run's network
     in_docker.zim.kickouts.clear()
-    with start_api(in_docker, _free_port()) as url:
+    with start_api(in_docker, free_port()) as url:
         # WHEN a client POSTs a kickout as curl would, and then a body that is not JSON
         status, body = post_kickout(url, b'{"room_id": "lobby-7", "user_ids": ["spammer_01"], "reason": "spam"}')
         broken_status, broken_body = post_kickout(url, b"{room")

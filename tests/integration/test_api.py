@@ -15,7 +15,7 @@ import pytest
 from kickout_dev.events import api_event
 from kickout_dev.sandbox import REGION, SERVER_SECRET, Sandbox, sandbox
 from kickout_dev.zim_server import Fault
-from tests.conftest import Invoke, Printed, issued_request_ids
+from tests.conftest import Invoke, Printed
 
 ROTATED_SECRET = "fedcba9876543210fedcba9876543210"
 
@@ -53,11 +53,9 @@ def header(response: dict[str, Any], name: str) -> str | None:
 # --- success ----------------------------------------------------------------------------------------------------
 
 
-def test_valid_kickout_answers_200_with_the_users_zego_kicked(
-    invoke: Invoke, box: Sandbox, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_valid_kickout_answers_200_with_the_users_zego_kicked(invoke: Invoke, box: Sandbox) -> None:
     # GIVEN a kickout without reason or operator
-    issued = issued_request_ids(box.zim, monkeypatch)
+    issued = box.zim.request_ids  # grows as the stand-in answers
 
     # WHEN it is posted
     response = invoke(post({"room_id": "lobby-7", "user_ids": ["spammer_01", "spammer_02"]}))
@@ -289,9 +287,9 @@ def test_other_methods_on_kickouts_answer_405_with_allow_post(
 
 @pytest.mark.parametrize("box", [{"rooms": {"lobby-7": {"someone_else"}}}], indirect=True, ids=["one room"])
 def test_nobody_to_kick_answers_404_with_zegos_code_message_and_request_id(
-    invoke: Invoke, box: Sandbox, monkeypatch: pytest.MonkeyPatch, subtests: pytest.Subtests
+    invoke: Invoke, box: Sandbox, subtests: pytest.Subtests
 ) -> None:
-    issued = issued_request_ids(box.zim, monkeypatch)
+    issued = box.zim.request_ids  # grows as the stand-in answers
     cases = {"users not in the room": ("lobby-7", 660300002), "room does not exist": ("closed-room", 660300001)}
     for name, (room_id, zego_code) in cases.items():
         with subtests.test(case=name):
@@ -326,11 +324,9 @@ def test_users_zego_reports_absent_are_listed_apart_from_those_kicked(invoke: In
     assert [call["code"] for call in body["calls"]] == [0, 660300002]
 
 
-def test_unregistered_operator_answers_422_with_zegos_reply_without_retrying(
-    invoke: Invoke, box: Sandbox, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_unregistered_operator_answers_422_with_zegos_reply_without_retrying(invoke: Invoke, box: Sandbox) -> None:
     # GIVEN ZEGO does not know the operator
-    issued = issued_request_ids(box.zim, monkeypatch)
+    issued = box.zim.request_ids  # grows as the stand-in answers
     box.zim.script(Fault.code(660500002, "operator not registered"))
 
     # WHEN a kickout by that operator is posted

@@ -10,14 +10,14 @@ import pytest
 
 from kickout_dev.events import api_event, load_event, sqs_event
 from kickout_dev.sandbox import Sandbox
-from tests.conftest import Invoke, Printed, issued_request_ids
+from tests.conftest import Invoke, Printed
 
 
 def test_api_event_kicks_its_users_and_answers_with_the_request_id_zego_issued(
-    invoke: Invoke, box: Sandbox, printed: Printed, monkeypatch: pytest.MonkeyPatch
+    invoke: Invoke, box: Sandbox, printed: Printed
 ) -> None:
     # GIVEN events/api.json: lobby-7, spammer_01 and spammer_02, operator mod-bot
-    issued = issued_request_ids(box.zim, monkeypatch)
+    issued = box.zim.request_ids  # grows as the stand-in answers
 
     # WHEN API Gateway delivers it
     response = invoke(load_event("api"))

@@ -83,8 +83,6 @@ def running_stack(tools: Tools, artifact: Path, bytecode_before: dict[Path, floa
 @pytest.fixture
 def stack(running_stack: Stack) -> Stack:
     """The module's stack with a clean record: nothing received by the stand-in, nothing in the DLQ."""
-    with running_stack.zim._lock:
-        running_stack.zim.kickouts.clear()
-        running_stack.zim.refusals.clear()
+    running_stack.zim.clear_record()
     running_stack.parked()
     return running_stack
