@@ -277,11 +277,14 @@ class FleetBudget:
                 # The queue's horizon is full until then.
                 if self._retry_at > deadline:
                     return None
+                wake = self._retry_at
                 self._lock.release()
                 try:
-                    self.sleep(self._retry_at - now)
+                    self.sleep(wake - now)
                 finally:
                     self._lock.acquire()
+                if self._retry_at == wake:
+                    self._retry_at = float("-inf")  # waited out: the store's answer decides, not this clock
                 continue
             self._book_for_waiting(now, deadline)
 
@@ -314,10 +317,10 @@ class FleetBudget:
         match outcome:
             case Booked(first=first, started_run=started_run):
                 self._expect_idle = started_run
-                if self.lane is Lane.QUEUE:
-                    # This block ends near the horizon: asking again before the horizon can take another block
-                    # would only be answered Busy. Come back when it can, unless another lane moves it sooner.
-                    self._retry_at = first + count * interval - (self.horizon - (self._max_block() - 1) * interval)
+                if self.lane is Lane.QUEUE and count == self._max_block():
+                    # A full block ends near the horizon: asking for another before the horizon can take it would
+                    # only be answered Busy. Come back when it can.
+                    self._retry_at = first + count * interval - (self.horizon - (count - 1) * interval)
                 self._round_trip = elapsed if self._round_trip == 0 else 0.8 * self._round_trip + 0.2 * elapsed
                 self._reserve.extend(first + index * interval for index in range(count))
             case Busy(next_free=next_free):
