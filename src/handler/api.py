@@ -12,17 +12,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handler import api_request, service, zim
 from handler.api_responses import RESPONSES
-from handler.kickout import (
+from handler.errors import (
     KickoutError,
-    KickoutRequest,
-    KickoutResult,
     OutOfTime,
     SecretUnavailable,
     ZegoCircuitOpen,
     ZegoRefused,
     ZegoUnavailable,
-    field_problems,
 )
+from handler.models import KickoutRequest, KickoutResult, field_problems
 from handler.observability import logger
 from handler.settings import ConfigurationError
 
@@ -49,7 +47,7 @@ class NothingToKick(Exception):
 @app.post(KICKOUTS_PATH, summary="Remove users from a ZIM room", tags=["kickouts"], responses=RESPONSES)
 def create_kickout(request: KickoutRequest) -> KickoutResult:
     remaining_seconds = service.remaining_seconds_of(app.lambda_context, at_most=API_DEADLINE_SECONDS)
-    result = service.run(request, remaining_seconds, _principal())
+    result = service.kick_out(request, remaining_seconds, _principal())
     if not result.kicked_user_ids:
         raise NothingToKick(result)
     return result
@@ -194,7 +192,7 @@ def misconfigured(error: ConfigurationError) -> Response[dict[str, Any]]:
 
 @app.exception_handler(Exception)
 def unexpected(error: Exception) -> Response[dict[str, Any]]:
-    # service.run has counted and logged it when it came from there; the stack trace is for the logs only.
+    # service.kick_out has counted and logged it when it came from there; the stack trace is for the logs only.
     logger.exception("unexpected error")
     return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "the function failed unexpectedly")
 

@@ -4,7 +4,7 @@ from aws_lambda_powertools.event_handler import content_types
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, Field
 
-from handler.kickout import CallReport, KickoutResult
+from handler.models import CallReport, KickoutResult
 
 
 class FieldProblem(BaseModel):

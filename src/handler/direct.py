@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from handler import service
-from handler.kickout import KickoutRequest, describe_invalid
+from handler.models import KickoutRequest, describe_invalid
 
 
 class InvalidKickoutRequest(ValueError):
@@ -21,5 +21,5 @@ def handle(event: Any, context: LambdaContext) -> dict[str, Any]:
     except ValidationError as error:
         service.record_failure(error, {})
         raise InvalidKickoutRequest(f"invalid kickout request: {describe_invalid(error)}") from None
-    result = service.run(request, service.remaining_seconds_of(context))
+    result = service.kick_out(request, service.remaining_seconds_of(context))
     return result.model_dump(mode="json")

@@ -36,8 +36,9 @@ from aws_lambda_powertools.utilities.circuit_breaker.persistence import (
 from aws_lambda_powertools.utilities.circuit_breaker.persistence.base import CircuitBreakerExistingLockError
 
 from handler import aws_clients, settings
-from handler.kickout import AlwaysCall, Health, ZegoCircuitOpen, ZegoUnwell
+from handler.errors import ZegoCircuitOpen
 from handler.observability import logger, metrics, metrics_lock
+from handler.ports import AlwaysCall, Health, ZegoUnwell
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient

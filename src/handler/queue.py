@@ -35,18 +35,9 @@ from pydantic import ValidationError
 
 from handler import aws_clients, service, settings, transport, zim
 from handler.budget import Lane
-from handler.kickout import (
-    Group,
-    KickoutError,
-    KickoutRequest,
-    KickoutResult,
-    OutOfTime,
-    SecretUnavailable,
-    ZegoRefused,
-    ZegoUnavailable,
-    coalesce,
-    describe_invalid,
-)
+from handler.errors import KickoutError, OutOfTime, SecretUnavailable, ZegoRefused, ZegoUnavailable
+from handler.kickout import Group, coalesce
+from handler.models import KickoutRequest, KickoutResult, describe_invalid
 from handler.observability import in_current_trace, logger, metrics, metrics_lock
 
 if TYPE_CHECKING:
@@ -132,7 +123,7 @@ def _each(members: Sequence[tuple[str, KickoutRequest]], **fields: Any) -> dict[
 
 def _settle_group(group: Group, remaining_seconds: service.RemainingSeconds) -> dict[str, Outcome]:
     try:
-        merged = service.execute(group.request, remaining_seconds, Lane.QUEUE)
+        merged = service.send_calls(group.request, remaining_seconds, Lane.QUEUE)
     except ZegoRefused as error:
         if len(group.members) == 1 or error.reply.code in zim.SHARED_CAUSE_CODES:
             return _each(group.members, error=error)
@@ -161,7 +152,7 @@ def _same_for_everyone(result: KickoutResult) -> bool:
 
 def _settle_alone(request: KickoutRequest, remaining_seconds: service.RemainingSeconds) -> Outcome:
     try:
-        return Outcome(request=request, result=service.execute(request, remaining_seconds, Lane.QUEUE))
+        return Outcome(request=request, result=service.send_calls(request, remaining_seconds, Lane.QUEUE))
     except (KickoutError, settings.ConfigurationError) as error:
         return Outcome(request=request, error=error)
     except Exception as error:

@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities import parameters
 from botocore.exceptions import BotoCoreError, ClientError
 
 from handler import aws_clients
-from handler.kickout import SecretUnavailable
+from handler.errors import SecretUnavailable
 from handler.observability import tracer
 
 CACHE_SECONDS: Final = 300

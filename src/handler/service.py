@@ -1,8 +1,8 @@
 """One kickout, wired to this environment: settings, the cached secret, the shared pool, logs and metrics.
 
 Every entry point comes through here, so every kickout is audited and counted the same way whichever way
-it arrived: `run` for one request (API, direct invoke), `execute` plus `record_*` for the queue, which
-merges messages into fewer calls and audits each message on its own.
+it arrived: `kick_out` for one request a caller waits for (API, direct invoke), `send_calls` plus `record_*`
+for the queue, which merges messages into fewer calls and audits each message on its own.
 """
 
 from __future__ import annotations
@@ -17,25 +17,15 @@ from pydantic import ValidationError
 
 from handler import aws_clients, health, settings, transport, zim
 from handler.budget import DynamoSlotBook, FleetBudget, Lane
-from handler.kickout import (
-    HttpReply,
-    KickoutRequest,
-    KickoutResult,
-    OutOfTime,
-    RateGate,
-    RetryPolicy,
-    SecretUnavailable,
-    ZegoCircuitOpen,
-    ZegoRefused,
-    ZegoUnavailable,
-    ZimClient,
-    describe_invalid,
-    kick,
-)
+from handler.errors import OutOfTime, SecretUnavailable, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
+from handler.kickout import carry_out
+from handler.models import KickoutRequest, KickoutResult, describe_invalid
 from handler.observability import logger, metrics, tracer
 from handler.observability import metrics_lock as _metrics_lock
 from handler.pacing import Pacer
+from handler.ports import HttpReply, RateGate
 from handler.secret import read_server_secret
+from handler.zim_client import RetryPolicy, ZimClient
 
 RemainingSeconds = Callable[[], float]
 retry_policy = RetryPolicy()
@@ -51,7 +41,7 @@ def remaining_seconds_of(context: LambdaContext, *, at_most: float | None = None
     return lambda: min(context.get_remaining_time_in_millis() / 1000, ends - time.monotonic())
 
 
-def run(
+def kick_out(
     request: KickoutRequest, remaining_seconds: RemainingSeconds, origin: Mapping[str, object] | None = None
 ) -> KickoutResult:
     """One kickout a caller waits for (API, direct invoke): audited, counted, first in line for ZEGO's budget.
@@ -60,7 +50,7 @@ def run(
     """
     audit = audit_fields(request, **(origin or {}))
     try:
-        result = execute(request, remaining_seconds, Lane.API)
+        result = send_calls(request, remaining_seconds, Lane.API)
     except Exception as error:
         record_failure(error, audit)  # an unexpected one too: counted FailedUnexpected, then raised
         raise
@@ -68,7 +58,7 @@ def run(
     return result
 
 
-def execute(request: KickoutRequest, remaining_seconds: RemainingSeconds, lane: Lane) -> KickoutResult:
+def send_calls(request: KickoutRequest, remaining_seconds: RemainingSeconds, lane: Lane) -> KickoutResult:
     """The ZEGO calls of one request, unaudited; raises KickoutError or ConfigurationError."""
     config = settings.current()
     client = ZimClient(
@@ -82,7 +72,7 @@ def execute(request: KickoutRequest, remaining_seconds: RemainingSeconds, lane: 
         sleep=retry_sleep,
         health=health.zego_health(),
     )
-    result = kick(request, client)
+    result = carry_out(request, client.call)
     with _metrics_lock:
         for call in result.calls:
             metrics.add_metric(name="UsersPerCall", unit=MetricUnit.Count, value=len(call.user_ids))

@@ -9,7 +9,7 @@ from typing import Final
 
 import urllib3
 
-from handler.kickout import HttpReply, TransportFailure
+from handler.ports import HttpReply, TransportFailure
 
 CONNECT_TIMEOUT: Final = 3.0
 POOL_SIZE: Final = 10

@@ -629,7 +629,7 @@ def test_an_unexpected_error_is_a_json_500_that_says_nothing_of_it(
     def broken(*_: Any, **__: Any) -> Any:
         raise KeyError("internal detail")
 
-    monkeypatch.setattr(service, "execute", broken)
+    monkeypatch.setattr(service, "send_calls", broken)
     response = invoke(post({"room_id": "lobby-7", "user_ids": ["spammer_01"]}))
     assert response["statusCode"] == 500
     assert body_of(response)["error"] == "internal_error"

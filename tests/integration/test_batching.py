@@ -99,14 +99,14 @@ def test_a_bug_in_one_group_costs_that_group_a_retry_not_the_batch(
     # GIVEN settling room "cursed" hits an unexpected error (a bug), room "fine" does not
     from handler import service
 
-    real_execute = service.execute
+    real_send_calls = service.send_calls
 
-    def execute(request: Any, *args: Any, **kwargs: Any) -> Any:
+    def send_calls(request: Any, *args: Any, **kwargs: Any) -> Any:
         if request.room_id == "cursed":
             raise KeyError("a bug")
-        return real_execute(request, *args, **kwargs)
+        return real_send_calls(request, *args, **kwargs)
 
-    monkeypatch.setattr(service, "execute", execute)
+    monkeypatch.setattr(service, "send_calls", send_calls)
     event = sqs_event(body("cursed", "u1"), body("fine", "u2"))
     # WHEN the batch is settled
     response = invoke(event)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from handler.direct import InvalidKickoutRequest
-from handler.kickout import ZegoRefused, ZegoUnavailable
+from handler.errors import ZegoRefused, ZegoUnavailable
 from kickout_dev.sandbox import Sandbox
 from kickout_dev.zim_server import Fault
 from tests.conftest import Invoke

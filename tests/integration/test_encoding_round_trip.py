@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handler import transport
-from handler.kickout import KickoutRequest, ZimClient, kick
+from handler.kickout import carry_out
+from handler.models import KickoutRequest
+from handler.zim_client import ZimClient
 from kickout_dev.zim_server import ZimStandIn
 
 APP_ID, SECRET = 4242, "0123456789abcdef0123456789abcdef"
@@ -40,7 +42,7 @@ def test_every_allowed_character_survives_the_trip(stand_in: ZimStandIn) -> None
     user_ids = [ZEGO_ID_CHARACTERS[start : start + 32] for start in range(0, len(ZEGO_ID_CHARACTERS), 32)]
     request = KickoutRequest(room_id=room_id, user_ids=user_ids, reason="100% spam & more", operator_id="mod+1 =x")
     # WHEN kicked through the real transport
-    result = kick(request, client_of(stand_in))
+    result = carry_out(request, client_of(stand_in).call)
     # THEN the server decoded exactly those ids, and nobody called admin
     received = stand_in.kickouts[-1]
     assert (received.room_id, list(received.user_ids)) == (room_id, user_ids)
@@ -55,7 +57,7 @@ def test_any_allowed_ids_reach_the_server_unchanged(
     stand_in: ZimStandIn, room_id: str, user_ids: list[str], operator_id: str
 ) -> None:
     before = len(stand_in.kickouts)
-    kick(KickoutRequest(room_id=room_id, user_ids=user_ids, operator_id=operator_id), client_of(stand_in))
+    carry_out(KickoutRequest(room_id=room_id, user_ids=user_ids, operator_id=operator_id), client_of(stand_in).call)
     received = stand_in.kickouts[before:]
     assert all(call.room_id == room_id and call.operator_id == operator_id for call in received)
     assert [user for call in received for user in call.user_ids] == user_ids

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from handler import service
-from handler.kickout import ZegoUnavailable
+from handler.errors import ZegoUnavailable
 from kickout_dev.backoff import InstantBackoff
 from kickout_dev.sandbox import Sandbox
 from kickout_dev.zim_server import Fault

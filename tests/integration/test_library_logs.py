@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from handler import transport
-from handler.kickout import SecretUnavailable
+from handler.errors import SecretUnavailable
 from handler.secret import read_server_secret
 from kickout_dev.sandbox import REGION, Sandbox
 

@@ -11,7 +11,7 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
-from handler.kickout import SecretUnavailable
+from handler.errors import SecretUnavailable
 from handler.secret import read_server_secret, server_secret_from
 from kickout_dev.sandbox import REGION, SERVER_SECRET, Sandbox, sandbox
 

@@ -13,7 +13,7 @@ import pytest
 import time_machine
 
 from handler import health, queue
-from handler.kickout import ZegoCircuitOpen
+from handler.errors import ZegoCircuitOpen
 from kickout_dev.events import api_event, sqs_record
 from kickout_dev.sandbox import APP_ID, REGION, STATE_TABLE, Sandbox
 from tests.conftest import Invoke, Printed

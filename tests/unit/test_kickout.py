@@ -13,25 +13,12 @@ import pytest
 from pydantic import ValidationError
 
 from handler import zim
-from handler.kickout import (
-    MAX_USERS_PER_REQUEST,
-    HttpReply,
-    KickoutRequest,
-    OutOfTime,
-    RetryPolicy,
-    TransportFailure,
-    ZegoCircuitOpen,
-    ZegoRefused,
-    ZegoUnavailable,
-    ZegoUnwell,
-    ZimClient,
-    coalesce,
-    describe_invalid,
-    field_problems,
-    kick,
-    plan,
-)
+from handler.errors import OutOfTime, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
+from handler.kickout import carry_out, coalesce, plan
+from handler.models import MAX_USERS_PER_REQUEST, KickoutRequest, describe_invalid, field_problems
 from handler.pacing import Pacer
+from handler.ports import HttpReply, TransportFailure, ZegoUnwell
+from handler.zim_client import RetryPolicy, ZimClient
 from kickout_dev.zim_server import parse_query
 
 GOOD = {"room_id": "lobby-7", "user_ids": ["u1"]}
@@ -196,7 +183,7 @@ CALL = zim.KickoutCall("lobby-7", ("u1",))
 def test_done_and_nothing_to_do_end_at_the_first_answer(code: int) -> None:
     zego_answers, clock = ScriptedZego([zego(code)]), Clock()
     client, _ = client_for(zego_answers, clock)
-    assert client.kick(CALL).code == code
+    assert client.call(CALL).code == code
     assert len(zego_answers.urls) == 1
 
 
@@ -205,7 +192,7 @@ def test_permanent_refusals_are_never_retried(code: int) -> None:
     zego_answers, clock = ScriptedZego([zego(code), zego(0)]), Clock()
     client, _ = client_for(zego_answers, clock)
     with pytest.raises(ZegoRefused) as refused:
-        client.kick(CALL)
+        client.call(CALL)
     assert refused.value.reply.code == code
     assert len(zego_answers.urls) == 1
 
@@ -228,7 +215,7 @@ def test_permanent_refusals_are_never_retried(code: int) -> None:
 def test_transient_failures_are_retried_with_a_fresh_signature(failure: HttpReply | TransportFailure) -> None:
     zego_answers, clock = ScriptedZego([failure, failure, zego(0)]), Clock()
     client, _ = client_for(zego_answers, clock)
-    assert client.kick(CALL).code == 0
+    assert client.call(CALL).code == 0
     params = zego_answers.params
     assert len(params) == 3
     assert len({p["SignatureNonce"][0] for p in params}) == 3
@@ -241,7 +228,7 @@ def test_backoff_is_jittered_below_its_ceiling() -> None:
     zego_answers, clock = ScriptedZego([zego(1), zego(1), zego(0)]), Clock()
     client, _ = client_for(zego_answers, clock)
     client.jitter = lambda: 0.25
-    client.kick(CALL)
+    client.call(CALL)
     assert clock.slept == [0.05, 0.1]
 
 
@@ -249,7 +236,7 @@ def test_transient_failures_give_up_after_the_attempt_limit() -> None:
     zego_answers, clock = ScriptedZego([zego(1)]), Clock()
     client, _ = client_for(zego_answers, clock)
     with pytest.raises(ZegoUnavailable) as unavailable:
-        client.kick(CALL)
+        client.call(CALL)
     assert len(zego_answers.urls) == RetryPolicy().max_attempts
     assert unavailable.value.reply is not None
     assert unavailable.value.reply.code == 1
@@ -259,21 +246,21 @@ def test_transient_failures_give_up_after_the_attempt_limit() -> None:
 def test_rate_limited_failures_say_so() -> None:
     client, _ = client_for(ScriptedZego([zego(660300006)]), Clock())
     with pytest.raises(ZegoUnavailable) as unavailable:
-        client.kick(CALL)
+        client.call(CALL)
     assert unavailable.value.rate_limited
 
 
 def test_http_429_counts_as_rate_limited() -> None:
     client, _ = client_for(ScriptedZego([HttpReply(429, b"")]), Clock())
     with pytest.raises(ZegoUnavailable) as unavailable:
-        client.kick(CALL)
+        client.call(CALL)
     assert unavailable.value.rate_limited
 
 
 def test_timeouts_say_so() -> None:
     client, _ = client_for(ScriptedZego([TransportFailure("slow", timed_out=True)]), Clock())
     with pytest.raises(ZegoUnavailable) as unavailable:
-        client.kick(CALL)
+        client.call(CALL)
     assert unavailable.value.timed_out
 
 
@@ -283,7 +270,7 @@ def test_retries_stop_before_the_lambda_deadline() -> None:
     client, _ = client_for(zego_answers, clock)
     client.jitter = lambda: 1.0
     with pytest.raises(ZegoUnavailable):
-        client.kick(CALL)
+        client.call(CALL)
     # THEN no request is given more time than is left, and no sleep runs past the margin
     assert all(timeout <= 1.0 for timeout in zego_answers.timeouts)
     assert clock.remaining() >= RetryPolicy().safety_margin
@@ -293,14 +280,14 @@ def test_no_request_is_sent_without_time_to_wait_for_it() -> None:
     zego_answers, clock = ScriptedZego([zego(0)]), Clock(deadline=1_700_000_001.0)
     client, _ = client_for(zego_answers, clock)
     with pytest.raises(OutOfTime):
-        client.kick(CALL)
+        client.call(CALL)
     assert zego_answers.urls == []
 
 
 def test_an_expired_signature_is_signed_again_once_at_once() -> None:
     zego_answers, clock = ScriptedZego([zego(100000004), zego(0)]), Clock()
     client, _ = client_for(zego_answers, clock)
-    assert client.kick(CALL).code == 0
+    assert client.call(CALL).code == 0
     assert clock.slept == []
     first, second = zego_answers.params
     assert first["SignatureNonce"] != second["SignatureNonce"]
@@ -310,7 +297,7 @@ def test_an_expired_signature_twice_means_a_wrong_clock_and_is_transient() -> No
     zego_answers, clock = ScriptedZego([zego(100000004)]), Clock()
     client, _ = client_for(zego_answers, clock)
     with pytest.raises(ZegoUnavailable, match="clock"):
-        client.kick(CALL)
+        client.call(CALL)
     assert len(zego_answers.urls) == 2
 
 
@@ -318,7 +305,7 @@ def test_an_invalid_signature_rereads_the_secret_once() -> None:
     # GIVEN the secret was rotated: the cached value is stale, a fresh read gives the new one
     zego_answers, clock = ScriptedZego([zego(100000005), zego(0)]), Clock()
     client, forced = client_for(zego_answers, clock, secrets=iter(["stale", "rotated"]))
-    assert client.kick(CALL).code == 0
+    assert client.call(CALL).code == 0
     assert forced == [False, True]
     first, second = zego_answers.params
     assert second["Signature"] == [zim.sign(12345, second["SignatureNonce"][0], "rotated", int(second["Timestamp"][0]))]
@@ -329,7 +316,7 @@ def test_an_invalid_signature_after_a_fresh_read_is_permanent_and_says_why() -> 
     zego_answers, clock = ScriptedZego([zego(100000005)]), Clock()
     client, forced = client_for(zego_answers, clock)
     with pytest.raises(ZegoRefused, match="ServerSecret or the AppId is wrong"):
-        client.kick(CALL)
+        client.call(CALL)
     assert forced == [False, True]
 
 
@@ -337,7 +324,7 @@ def test_a_plan_of_several_calls_reports_each() -> None:
     zego_answers = ScriptedZego([zego(0), zego(660300002), zego(0)])
     client, _ = client_for(zego_answers, Clock())
     request = KickoutRequest.model_validate({**GOOD, "user_ids": [f"u{index}" for index in range(101)]})
-    result = kick(request, client)
+    result = carry_out(request, client.call)
     assert result.kicked_user_ids == [f"u{index}" for index in range(50)] + ["u100"]
     assert result.absent_user_ids == [f"u{index}" for index in range(50, 100)]
     assert result.request_ids == ["rid-0", "rid-660300002", "rid-0"]
@@ -398,7 +385,7 @@ def test_a_merged_result_is_split_back_per_message() -> None:
     zego_answers = ScriptedZego([zego(0)])
     client, _ = client_for(zego_answers, Clock())
     group = coalesce([("a", request("lobby", "u1", "u2")), ("b", request("lobby", "u3"))])[0]
-    merged = kick(group.request, client)
+    merged = carry_out(group.request, client.call)
     assert merged.for_users(["u1", "u2"]).kicked_user_ids == ["u1", "u2"]
     assert merged.for_users(["u3"]).kicked_user_ids == ["u3"]
     assert merged.for_users(["u3"]).request_ids == ["rid-0"]
@@ -415,7 +402,7 @@ def test_any_rate_limit_answer_slows_the_pace(answer: HttpReply) -> None:
     client, _ = client_for(ScriptedZego([answer, zego(0)]), clock)
     client.pacer = gate
     # WHEN the call is retried to success
-    client.kick(CALL)
+    client.call(CALL)
     # THEN the pace was halved, then given back a tenth of the share by the success
     assert gate.rate == pytest.approx(4 + 0.8)
 
@@ -428,14 +415,14 @@ def test_no_pacing_slot_before_the_deadline_is_out_of_time_and_asks_zego_nothing
     client, _ = client_for(zego_answers, clock)
     client.pacer = gate
     with pytest.raises(OutOfTime, match="slot"):
-        client.kick(CALL)
+        client.call(CALL)
     assert zego_answers.urls == []
 
 
 def test_only_the_attempt_after_a_rejected_signature_reads_the_secret_past_the_cache() -> None:
     zego_answers = ScriptedZego([zego(100000005), zego(1), zego(1), zego(0)])
     client, forced = client_for(zego_answers, Clock())
-    client.kick(CALL)
+    client.call(CALL)
     assert forced == [False, True, False, False]
 
 
@@ -447,7 +434,7 @@ def test_running_out_of_time_after_zego_answered_reports_what_zego_said() -> Non
     client.sleep = lambda seconds: setattr(clock, "now", clock.deadline - 1.6)  # the backoff ate the time
     # WHEN the call gives up
     with pytest.raises(ZegoUnavailable) as unavailable:
-        client.kick(CALL)
+        client.call(CALL)
     # THEN it is ZEGO's answer that is reported (not "no time to call ZEGO": ZEGO was called)
     assert unavailable.value.reply is not None
     assert unavailable.value.reply.code == 1
@@ -492,7 +479,7 @@ def test_every_attempt_tells_the_health_guard_whether_zego_served() -> None:
     client, _ = client_for(ScriptedZego([zego(1), HttpReply(503, b""), zego(660300005), zego(0)]), Clock())
     client.health = circuit
     # WHEN the call is retried to success
-    assert client.kick(CALL).code == 0
+    assert client.call(CALL).code == 0
     # THEN each attempt went through the guard, and only the answer counts for ZEGO's health
     assert circuit.verdicts == ["unwell", "unwell", "unwell", "served"]
 
@@ -503,7 +490,7 @@ def test_a_refusal_or_nothing_to_do_comes_from_a_zego_that_serves(code: int) -> 
     client, _ = client_for(ScriptedZego([zego(code)]), Clock())
     client.health = circuit
     with contextlib.suppress(ZegoRefused):
-        client.kick(CALL)
+        client.call(CALL)
     assert circuit.verdicts == ["served"]
 
 
@@ -512,7 +499,7 @@ def test_an_open_circuit_asks_zego_nothing_and_says_when_to_come_back() -> None:
     client, _ = client_for(zego_answers, Clock())
     client.health = RecordingCircuit(open_after=0)
     with pytest.raises(ZegoCircuitOpen) as circuit_open:
-        client.kick(CALL)
+        client.call(CALL)
     assert circuit_open.value.retry_after == 12
     assert zego_answers.urls == []
 
@@ -524,7 +511,7 @@ def test_a_circuit_opened_by_this_request_reports_what_zego_said() -> None:
     client.health = RecordingCircuit(open_after=1)
     # WHEN the call gives up at once
     with pytest.raises(ZegoUnavailable) as unavailable:
-        client.kick(CALL)
+        client.call(CALL)
     # THEN ZEGO's answer is the news, not the circuit (ZEGO was asked), and no second attempt was made
     assert not isinstance(unavailable.value, ZegoCircuitOpen)
     assert unavailable.value.reply is not None

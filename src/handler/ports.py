@@ -1,0 +1,77 @@
+"""The ports the core is given: how a signed URL is sent, how ZEGO's rate and health are respected.
+
+The adapters (transport, secret, budget, pacing, health) implement them; the core (zim_client) only calls them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    status: int
+    body: bytes
+
+
+class TransportFailure(Exception):
+    """The request may or may not have reached ZEGO: a timeout or a broken connection."""
+
+    def __init__(self, detail: str, *, timed_out: bool) -> None:
+        super().__init__(detail)
+        self.timed_out = timed_out
+
+
+class RateGate(Protocol):
+    """Spaces ZEGO calls within ZEGO's rate limit (the fleet's budget, or a local pace)."""
+
+    def acquire(self, max_wait: float) -> bool:
+        """Wait for this call's turn; False when it would come later than `max_wait` seconds."""
+        ...
+
+    def slow_down(self) -> None:
+        """ZEGO answered "over the rate limit"."""
+        ...
+
+    def speed_up(self) -> None:
+        """ZEGO answered a call."""
+        ...
+
+
+Send = Callable[[str, float], HttpReply]
+"""send(url, timeout_seconds) -> HttpReply; raises TransportFailure."""
+ReadSecret = Callable[[bool], str]
+"""read_secret(force_fetch) -> ServerSecret; raises SecretUnavailable."""
+
+Outcome = TypeVar("Outcome")
+
+
+class ZegoUnwell(Exception):
+    """Raised inside a guarded attempt whose outcome says ZEGO is not serving: down, failing, or refusing for rate.
+
+    The health guard counts it against ZEGO's health; ZimClient unwraps `outcome` and goes on as without a guard.
+    """
+
+    def __init__(self, outcome: object) -> None:
+        super().__init__("ZEGO is not serving")
+        self.outcome = outcome
+
+
+class Health(Protocol):
+    """The fleet's view of ZEGO's health (a circuit breaker): every attempt runs through `guard`."""
+
+    def guard(self, attempt: Callable[[], Outcome]) -> Outcome:
+        """Run `attempt`, or raise ZegoCircuitOpen without running it while the fleet knows ZEGO is down.
+
+        An attempt that raises ZegoUnwell counts against ZEGO's health (and is re-raised); one that returns, for it.
+        """
+        ...
+
+
+class AlwaysCall:
+    """No shared view of ZEGO's health: every attempt is made."""
+
+    def guard(self, attempt: Callable[[], Outcome]) -> Outcome:
+        return attempt()
