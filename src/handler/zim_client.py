@@ -33,6 +33,25 @@ class _Failure:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Final:
+    """ZEGO's answer settles the call: the users are kicked, or there is nothing to do."""
+
+    reply: zim.Reply
+
+
+@dataclass(frozen=True, slots=True)
+class _GoAgain:
+    """Sign again and send at once: no backoff, no attempt spent on ZEGO being unwell."""
+
+    fresh_secret: bool
+    """Read the ServerSecret past the cache first (ZEGO rejected the signature)."""
+
+
+_Verdict = _Final | _GoAgain | _Failure
+"""What one attempt's outcome means for the call: done, go again at once, or back off from a failure."""
+
+
 @dataclass(slots=True)
 class _RetryState:
     attempts: int = 0
@@ -89,22 +108,20 @@ class ZimClient:
                 raise state.last_failure.giving_up(state.attempts - 1) from None
             outcome = self._guarded_attempt(call, server_secret, timeout=timeout, state=state)
             self._adjust_pace(outcome)
-            if isinstance(outcome, zim.Reply):
-                judged = self._judge(outcome, state)
-                if judged is None:
-                    continue  # re-sign or re-read the secret, and go again at once
-                if isinstance(judged, zim.Reply):
-                    return judged
-                outcome = judged
-
-            # Transient, rate limited or a transport failure. Kicking is idempotent (a user kicked twice is simply
-            # not in the room the second time), so retrying a call that may already have reached ZEGO is safe.
-            state.last_failure = outcome
-            delay = self._backoff(state.attempts)
-            time_left = self.remaining_seconds() - self.policy.safety_margin
-            if state.attempts >= self.policy.max_attempts or delay + self.policy.min_request_time > time_left:
-                raise outcome.giving_up(state.attempts)
-            self.sleep(delay)
+            match self._judge(outcome, state):
+                case _Final(reply=reply):
+                    return reply
+                case _GoAgain(fresh_secret=fresh_secret):
+                    state.force_secret = fresh_secret
+                case _Failure() as failure:
+                    # Transient, rate limited or a transport failure. Kicking is idempotent (a user kicked twice is
+                    # simply not in the room the second time), so retrying a call that may have reached ZEGO is safe.
+                    state.last_failure = failure
+                    delay = self._backoff(state.attempts)
+                    time_left = self.remaining_seconds() - self.policy.safety_margin
+                    if state.attempts >= self.policy.max_attempts or delay + self.policy.min_request_time > time_left:
+                        raise failure.giving_up(state.attempts)
+                    self.sleep(delay)
 
     def _wait_for_turn(self) -> float:
         """Wait for a pacing slot; the time the request may then take, within the invocation's deadline."""
@@ -118,16 +135,19 @@ class ZimClient:
         return min(self.policy.request_timeout, time_left)
 
     @staticmethod
-    def _judge(reply: zim.Reply, state: _RetryState) -> zim.Reply | _Failure | None:
-        """The reply if final, a failure to back off from, or None to go again at once; raises when hopeless."""
+    def _judge(outcome: zim.Reply | _Failure, state: _RetryState) -> _Verdict:
+        """What an attempt's outcome means for the call (the return-code table); raises when it is hopeless."""
+        if isinstance(outcome, _Failure):
+            return outcome
+        reply = outcome
         match reply.code_class:
             case zim.CodeClass.DONE | zim.CodeClass.NOTHING_TO_DO:
-                return reply
+                return _Final(reply)
             case zim.CodeClass.PERMANENT:
                 raise ZegoRefused("ZEGO refused the kickout", reply)
             case zim.CodeClass.RESIGN if not state.resigned:
                 state.resigned = True
-                return None
+                return _GoAgain(fresh_secret=False)
             case zim.CodeClass.RESIGN:
                 # A fresh signature expired again: the clock is off by over 10 minutes. Retrying here cannot help;
                 # hand it back as transient so a later delivery (maybe on another machine) tries again.
@@ -136,8 +156,8 @@ class ZimClient:
                 )
             case zim.CodeClass.REREAD_SECRET if not state.secret_reread:
                 # The secret may have been rotated since it was cached: read it again, once.
-                state.secret_reread = state.force_secret = True
-                return None
+                state.secret_reread = True
+                return _GoAgain(fresh_secret=True)
             case zim.CodeClass.REREAD_SECRET:
                 raise ZegoRefused("ZEGO rejects the signature: the ServerSecret or the AppId is wrong", reply)
         return _Failure(
