@@ -421,7 +421,7 @@ def test_queue_redrives_to_the_dead_letter_queue_after_twenty_receives(template:
 def shortest_ride_out(max_receives: int) -> int:
     """Seconds from a message's first receive until SQS would move it, when ZEGO fails it at every receive and each
     backoff is cut by the most jitter can take (docs/failure-handling.md "A ZEGO outage")."""
-    from handler.queue import backoff_seconds
+    from handler.redelivery import backoff_seconds
 
     return sum(backoff_seconds(receive, jitter=lambda: 1.0) for receive in range(1, max_receives + 1))
 
@@ -719,7 +719,7 @@ def test_rate_limit_alarm_fires_when_zego_refuses_for_rate_in_3_of_5_minutes(tem
 def test_queue_age_alarm_ignores_a_blip_and_fires_long_before_a_message_could_be_moved(template: Template) -> None:
     # GIVEN what a short ZEGO blip costs a message (three failed receives and their backoffs, at most), and how long
     # SQS keeps a message that ZEGO fails at every receive
-    from handler.queue import backoff_seconds
+    from handler.redelivery import backoff_seconds
 
     queue = resource(template, "KickoutQueue", "AWS::SQS::Queue")
     blip = sum(backoff_seconds(receive, jitter=lambda: 0.0) for receive in range(1, 4))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from handler import health, queue
+from handler import health, redelivery
 from kickout_dev.outage import Scenario, replay_outage
 from kickout_dev.sandbox import Sandbox
 from tests.conftest import Invoke, Printed
@@ -32,7 +32,9 @@ def test_a_ninety_minute_zego_outage_parks_nothing_and_drains_after_recovery(
     # recovery (one recovery window at most), give or take the pollers' step
     assert replay.kicked_rooms == replay.expected_rooms
     assert replay.drain is not None
-    assert replay.drain <= timedelta(seconds=queue.BACKOFF_MAX_SECONDS + health.RECOVERY_SECONDS) + 2 * SCENARIO.step
+    assert (
+        replay.drain <= timedelta(seconds=redelivery.BACKOFF_MAX_SECONDS + health.RECOVERY_SECONDS) + 2 * SCENARIO.step
+    )
     # the fleet probed ZEGO about once per recovery window while it was down, whatever the backlog: a few a minute
     outage_minutes = SCENARIO.outage / timedelta(minutes=1)
     probes_allowed = outage_minutes * 60 / health.RECOVERY_SECONDS

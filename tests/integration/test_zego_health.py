@@ -12,7 +12,7 @@ import boto3
 import pytest
 import time_machine
 
-from handler import health, queue
+from handler import health, redelivery
 from handler.errors import ZegoCircuitOpen
 from kickout_dev.events import api_event, sqs_record
 from kickout_dev.sandbox import APP_ID, REGION, STATE_TABLE, Sandbox
@@ -151,9 +151,9 @@ def test_a_message_zego_failed_is_hidden_for_its_backoff_instead_of_the_queues_t
         response = invoke({"Records": [record]})
         assert response["batchItemFailures"] == [{"itemIdentifier": message["MessageId"]}]
         # THEN it stays hidden for the first backoff (1 minute, less up to a fifth), not the queue's 130 s
-        clock.shift(timedelta(seconds=queue.BACKOFF_FIRST_SECONDS * (1 - queue.BACKOFF_JITTER) - 1))
+        clock.shift(timedelta(seconds=redelivery.BACKOFF_FIRST_SECONDS * (1 - redelivery.BACKOFF_JITTER) - 1))
         assert "Messages" not in sqs.receive_message(QueueUrl=queue_url)
-        clock.shift(timedelta(seconds=queue.BACKOFF_FIRST_SECONDS * queue.BACKOFF_JITTER + 2))
+        clock.shift(timedelta(seconds=redelivery.BACKOFF_FIRST_SECONDS * redelivery.BACKOFF_JITTER + 2))
         assert len(sqs.receive_message(QueueUrl=queue_url)["Messages"]) == 1
     assert printed.metric("MessagesBackedOff") == 1
 
@@ -162,8 +162,8 @@ def test_a_message_zego_failed_is_hidden_for_its_backoff_instead_of_the_queues_t
     ("receives", "seconds"), [(None, 60), (1, 60), (2, 120), (3, 240), (4, 480), (5, 600), (19, 600), (1000, 600)]
 )
 def test_the_backoff_doubles_from_one_minute_to_ten_by_receive(receives: int | None, seconds: int) -> None:
-    assert queue.backoff_seconds(receives, jitter=lambda: 0.0) == seconds
-    assert queue.backoff_seconds(receives, jitter=lambda: 1.0) == round(seconds * (1 - queue.BACKOFF_JITTER))
+    assert redelivery.backoff_seconds(receives, jitter=lambda: 0.0) == seconds
+    assert redelivery.backoff_seconds(receives, jitter=lambda: 1.0) == round(seconds * (1 - redelivery.BACKOFF_JITTER))
 
 
 def test_a_record_without_attributes_is_still_audited(invoke: Invoke, box: Sandbox, printed: Printed) -> None:
