@@ -461,22 +461,62 @@ def test_alarm_fires_when_any_message_is_visible_in_the_dead_letter_queue(templa
 
 
 def code_metric_names() -> set[str]:
-    """Every metric src/handler emits, read from the source so that renaming one fails the tests below.
+    """Every metric src/handler emits: the members of handler.observability.MetricName.
 
-    Literal `add_metric(name="...")` calls; `name=f"Failed{kind}"` once per string `failure_class` returns;
-    Powertools' ColdStart when a handler asks for it.
+    That the code emits exactly these is held by the two tests below: every add_metric call names a member, and
+    every member is emitted somewhere (Failed<Class> once per class service.failure_class returns, ColdStart by
+    Powertools when a handler asks for it).
     """
-    names: set[str] = set()
+    from handler.observability import MetricName
+
+    return {str(name) for name in MetricName}
+
+
+def add_metric_names() -> list[tuple[str, ast.expr]]:
+    """(file, the `name=` argument) of every add_metric call in src/handler."""
+    calls = []
     for path in sorted(HANDLER_SOURCE.glob("*.py")):
-        source = path.read_text(encoding="utf-8")
-        names.update(re.findall(r'add_metric\(\s*name="(\w+)"', source))
-        for prefix in re.findall(r'add_metric\(\s*name=f"(\w*)\{', source):
-            # The only computed name is one metric per failure class; another would need reading here.
-            assert prefix == "Failed", f"{path.name}: unknown computed metric name {prefix}{{...}}"
-            names.update(f"Failed{kind}" for kind in failure_classes())
-        if "capture_cold_start_metric=True" in source:
-            names.add("ColdStart")
-    return names
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_metric":
+                (name,) = [keyword.value for keyword in node.keywords if keyword.arg == "name"]
+                calls.append((path.name, name))
+    return calls
+
+
+def test_the_code_names_every_metric_it_emits_from_the_metric_name_enum() -> None:
+    # GIVEN every add_metric call in src/handler
+    calls = add_metric_names()
+    assert calls
+    # THEN each names a MetricName member, or the one computed name, MetricName.failed(<failure class>)
+    for file, name in calls:
+        member = isinstance(name, ast.Attribute) and isinstance(name.value, ast.Name) and name.value.id == "MetricName"
+        failed = (
+            isinstance(name, ast.Call)
+            and isinstance(name.func, ast.Attribute)
+            and ast.unparse(name.func) == "MetricName.failed"
+        )
+        assert member or failed, f"{file}: add_metric(name={ast.unparse(name)}) is not a MetricName"
+
+
+def test_every_metric_name_in_the_enum_is_emitted_by_the_code() -> None:
+    from handler.observability import MetricName
+
+    # GIVEN the names the add_metric calls use, the failure classes, and the handlers' cold start metric
+    used = {ast.unparse(name).removeprefix("MetricName.") for _, name in add_metric_names()}
+    failed = {f"Failed{kind}" for kind in failure_classes()}
+    cold_start = any(
+        "capture_cold_start_metric=True" in path.read_text(encoding="utf-8") for path in HANDLER_SOURCE.glob("*.py")
+    )
+    # THEN each member is one of them: a name no code emits would be a dashboard line that stays empty
+    for member in MetricName:
+        if member is MetricName.COLD_START:
+            assert cold_start
+        elif member.value.startswith("Failed"):
+            assert member.value in failed, member
+        else:
+            assert member.name in used, f"MetricName.{member.name} is never emitted"
+    # AND each failure class has its member
+    assert failed <= {member.value for member in MetricName}
 
 
 def failure_classes() -> set[str]:

@@ -37,7 +37,7 @@ from aws_lambda_powertools.utilities.circuit_breaker.persistence.base import Cir
 
 from handler import aws_clients, settings
 from handler.errors import ZegoCircuitOpen
-from handler.observability import logger, metrics, metrics_lock
+from handler.observability import MetricName, logger, metrics, metrics_lock
 from handler.ports import AlwaysCall, Health, ZegoUnwell
 
 if TYPE_CHECKING:
@@ -103,11 +103,11 @@ def _announce(transition: CircuitTransition) -> None:
     with metrics_lock:
         match to_state:
             case CircuitState.OPEN:
-                metrics.add_metric(name="ZegoCircuitOpen", unit=MetricUnit.Count, value=1)
+                metrics.add_metric(name=MetricName.ZEGO_CIRCUIT_OPEN, unit=MetricUnit.Count, value=1)
             case CircuitState.HALF_OPEN:
-                metrics.add_metric(name="ZegoCircuitHalfOpen", unit=MetricUnit.Count, value=1)
+                metrics.add_metric(name=MetricName.ZEGO_CIRCUIT_HALF_OPEN, unit=MetricUnit.Count, value=1)
             case CircuitState.CLOSED:
-                metrics.add_metric(name="ZegoCircuitClosed", unit=MetricUnit.Count, value=1)
+                metrics.add_metric(name=MetricName.ZEGO_CIRCUIT_CLOSED, unit=MetricUnit.Count, value=1)
 
 
 class FleetCircuitStore(CircuitBreakerDynamoDBPersistence):
@@ -178,7 +178,7 @@ def _store_failed(operation: str, error: Exception) -> None:
         extra={"operation": operation, "error": type(error).__name__},
     )
     with metrics_lock:
-        metrics.add_metric(name="ZegoCircuitStoreErrors", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=MetricName.ZEGO_CIRCUIT_STORE_ERRORS, unit=MetricUnit.Count, value=1)
 
 
 def _now() -> int:

@@ -10,6 +10,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
+from enum import StrEnum
 from typing import ParamSpec, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -21,6 +22,50 @@ tracer = Tracer(patch_modules=["botocore"])
 metrics = Metrics()
 metrics_lock = threading.Lock()
 """Held around add_metric on worker threads: Powertools' add_metric is a read-then-write of a dict."""
+
+
+class MetricName(StrEnum):
+    """Every metric the function emits, by name: the dashboard charts each and no other, the alarms watch only these
+    (tests/test_template.py holds the template to this list, and the code to emitting nothing else)."""
+
+    COLD_START = "ColdStart"
+    """Emitted by Powertools (`capture_cold_start_metric=True`)."""
+    KICKOUT_REQUESTS = "KickoutRequests"
+    USERS_KICKED = "UsersKicked"
+    USERS_ABSENT = "UsersAbsent"
+    USERS_PER_CALL = "UsersPerCall"
+    ZEGO_CALLS = "ZegoCalls"
+    ZEGO_LATENCY = "ZegoLatency"
+    ZEGO_CALLS_PER_USER = "ZegoCallsPerUser"
+    BUDGET_WAIT = "BudgetWait"
+    BUDGET_STORE_CALLS = "BudgetStoreCalls"
+    BUDGET_SLOTS_DROPPED = "BudgetSlotsDropped"
+    BUDGET_STORE_ERRORS = "BudgetStoreErrors"
+    ZEGO_CIRCUIT_OPEN = "ZegoCircuitOpen"
+    ZEGO_CIRCUIT_HALF_OPEN = "ZegoCircuitHalfOpen"
+    ZEGO_CIRCUIT_CLOSED = "ZegoCircuitClosed"
+    ZEGO_CIRCUIT_STORE_ERRORS = "ZegoCircuitStoreErrors"
+    MESSAGES_DEFERRED = "MessagesDeferred"
+    MESSAGES_BACKED_OFF = "MessagesBackedOff"
+    BACKOFF_FAILED = "BackoffFailed"
+    PARKING_FAILED = "ParkingFailed"
+    # One per failure class (service.failure_class): `Failed<Class>`.
+    FAILED_PERMANENT = "FailedPermanent"
+    FAILED_CIRCUIT_OPEN = "FailedCircuitOpen"
+    FAILED_RATE_LIMITED = "FailedRateLimited"
+    FAILED_TIMEOUT = "FailedTimeout"
+    FAILED_TRANSIENT = "FailedTransient"
+    FAILED_DEADLINE = "FailedDeadline"
+    FAILED_SECRET = "FailedSecret"  # noqa: S105 (a metric name, not a password)
+    FAILED_CONFIGURATION = "FailedConfiguration"
+    FAILED_INVALID = "FailedInvalid"
+    FAILED_UNEXPECTED = "FailedUnexpected"
+
+    @classmethod
+    def failed(cls, failure_class: str) -> MetricName:
+        """The metric counting one failure class; raises ValueError for a class without one."""
+        return cls(f"Failed{failure_class}")
+
 
 Params = ParamSpec("Params")
 Result = TypeVar("Result")

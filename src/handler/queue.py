@@ -36,7 +36,7 @@ from handler.budget import Lane
 from handler.errors import KickoutError, OutOfTime, SecretUnavailable, ZegoRefused, ZegoUnavailable
 from handler.kickout import Group, coalesce
 from handler.models import KickoutRequest, KickoutResult, describe_invalid
-from handler.observability import in_current_trace, logger, metrics
+from handler.observability import MetricName, in_current_trace, logger, metrics
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import (
@@ -174,7 +174,7 @@ def _count_calls_per_user(results: Sequence[KickoutResult]) -> None:
     users = sum(len(result.kicked_user_ids) + len(result.absent_user_ids) for result in results)
     if users:
         calls = len({request_id for result in results for request_id in result.request_ids})
-        metrics.add_metric(name="ZegoCallsPerUser", unit=MetricUnit.Count, value=calls / users)
+        metrics.add_metric(name=MetricName.ZEGO_CALLS_PER_USER, unit=MetricUnit.Count, value=calls / users)
 
 
 def defer_unreached(records: Sequence[SQSRecord], outcomes: Mapping[str, Outcome]) -> dict[str, Outcome]:

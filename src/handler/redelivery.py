@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from handler import aws_clients, settings
 from handler.errors import OutOfTime
-from handler.observability import logger, metrics, metrics_lock
+from handler.observability import MetricName, logger, metrics, metrics_lock
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import ChangeMessageVisibilityBatchRequestEntryTypeDef, MessageAttributeValueTypeDef
@@ -49,7 +49,7 @@ def park_or_say_why(record: SQSRecord, reason: str, detail: str, remaining_secon
     try:
         park(record, reason, detail, remaining_seconds)
     except Exception as error:
-        metrics.add_metric(name="ParkingFailed", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=MetricName.PARKING_FAILED, unit=MetricUnit.Count, value=1)
         logger.error(
             "parking failed: the message stays in the queue",
             extra={
@@ -111,9 +111,9 @@ def hide(records: Sequence[SQSRecord], remaining_seconds: RemainingSeconds) -> N
             logger.warning("backoff failed", extra={"error": type(error).__name__, "messages": len(entries)})
             refused = len(entries)
         with metrics_lock:
-            metrics.add_metric(name="MessagesBackedOff", unit=MetricUnit.Count, value=len(entries) - refused)
+            metrics.add_metric(name=MetricName.MESSAGES_BACKED_OFF, unit=MetricUnit.Count, value=len(entries) - refused)
             if refused:
-                metrics.add_metric(name="BackoffFailed", unit=MetricUnit.Count, value=refused)
+                metrics.add_metric(name=MetricName.BACKOFF_FAILED, unit=MetricUnit.Count, value=refused)
 
 
 def _queue_url(queue_arn: str) -> str:

@@ -20,7 +20,7 @@ from handler.budget import DynamoSlotBook, FleetBudget, Lane
 from handler.errors import OutOfTime, SecretUnavailable, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
 from handler.kickout import carry_out
 from handler.models import KickoutRequest, KickoutResult, describe_invalid
-from handler.observability import logger, metrics, tracer
+from handler.observability import MetricName, logger, metrics, tracer
 from handler.observability import metrics_lock as _metrics_lock
 from handler.pacing import Pacer
 from handler.ports import HttpReply, RateGate
@@ -75,7 +75,7 @@ def send_calls(request: KickoutRequest, remaining_seconds: RemainingSeconds, lan
     result = carry_out(request, client.call)
     with _metrics_lock:
         for call in result.calls:
-            metrics.add_metric(name="UsersPerCall", unit=MetricUnit.Count, value=len(call.user_ids))
+            metrics.add_metric(name=MetricName.USERS_PER_CALL, unit=MetricUnit.Count, value=len(call.user_ids))
     return result
 
 
@@ -108,13 +108,13 @@ def _observe_budget(event: str, value: float) -> None:
     with _metrics_lock:
         match event:
             case "slot_wait":
-                metrics.add_metric(name="BudgetWait", unit=MetricUnit.Milliseconds, value=value * 1000)
+                metrics.add_metric(name=MetricName.BUDGET_WAIT, unit=MetricUnit.Milliseconds, value=value * 1000)
             case "store_calls":
-                metrics.add_metric(name="BudgetStoreCalls", unit=MetricUnit.Count, value=value)
+                metrics.add_metric(name=MetricName.BUDGET_STORE_CALLS, unit=MetricUnit.Count, value=value)
             case "stale_slot":
-                metrics.add_metric(name="BudgetSlotsDropped", unit=MetricUnit.Count, value=value)
+                metrics.add_metric(name=MetricName.BUDGET_SLOTS_DROPPED, unit=MetricUnit.Count, value=value)
             case "store_error":
-                metrics.add_metric(name="BudgetStoreErrors", unit=MetricUnit.Count, value=value)
+                metrics.add_metric(name=MetricName.BUDGET_STORE_ERRORS, unit=MetricUnit.Count, value=value)
     if event == "store_error":
         logger.warning(
             "rate budget store unavailable: pacing this environment alone",
@@ -131,10 +131,10 @@ def audit_fields(request: KickoutRequest, **context: object) -> dict[str, object
 
 def record_success(result: KickoutResult, audit: Mapping[str, object]) -> None:
     """The audit line of a kickout, and its counts."""
-    metrics.add_metric(name="KickoutRequests", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="UsersKicked", unit=MetricUnit.Count, value=len(result.kicked_user_ids))
+    metrics.add_metric(name=MetricName.KICKOUT_REQUESTS, unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=MetricName.USERS_KICKED, unit=MetricUnit.Count, value=len(result.kicked_user_ids))
     if result.absent_user_ids:
-        metrics.add_metric(name="UsersAbsent", unit=MetricUnit.Count, value=len(result.absent_user_ids))
+        metrics.add_metric(name=MetricName.USERS_ABSENT, unit=MetricUnit.Count, value=len(result.absent_user_ids))
     logger.info(
         "kickout done",
         extra={
@@ -151,7 +151,7 @@ def record_success(result: KickoutResult, audit: Mapping[str, object]) -> None:
 def record_deferred(audit: Mapping[str, object], **fields: str) -> None:
     """A queue message its invocation had no time or budget slot for, sent again to the queue."""
     with _metrics_lock:
-        metrics.add_metric(name="MessagesDeferred", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=MetricName.MESSAGES_DEFERRED, unit=MetricUnit.Count, value=1)
     logger.info("kickout deferred", extra={**audit, "outcome": "deferred", **fields})
 
 
@@ -191,8 +191,8 @@ def record_invalid(detail: str, audit: Mapping[str, object]) -> None:
 
 
 def _record(kind: str, detail: str, audit: Mapping[str, object], reply: zim.Reply | None) -> None:
-    metrics.add_metric(name="KickoutRequests", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name=f"Failed{kind}", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=MetricName.KICKOUT_REQUESTS, unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=MetricName.failed(kind), unit=MetricUnit.Count, value=1)
     logger.warning(
         "kickout failed",
         extra={
@@ -215,5 +215,5 @@ def _send_traced(url: str, timeout: float) -> HttpReply:
             elapsed_ms = (time.perf_counter() - started) * 1000
             # The calls of a batch run on threads, and Powertools' add_metric is a read-then-write of a dict.
             with _metrics_lock:
-                metrics.add_metric(name="ZegoLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms)
-                metrics.add_metric(name="ZegoCalls", unit=MetricUnit.Count, value=1)
+                metrics.add_metric(name=MetricName.ZEGO_LATENCY, unit=MetricUnit.Milliseconds, value=elapsed_ms)
+                metrics.add_metric(name=MetricName.ZEGO_CALLS, unit=MetricUnit.Count, value=1)
