@@ -756,6 +756,14 @@ def test_rate_limit_alarm_fires_when_zego_refuses_for_rate_in_3_of_5_minutes(tem
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
 
 
+def test_rate_limit_alarm_names_the_codes_zim_py_counts_as_rate_limited(template: Template) -> None:
+    from handler import zim
+
+    description = resource(template, "ZegoRateLimitedAlarm", "AWS::CloudWatch::Alarm")["AlarmDescription"]
+    (listed,) = re.findall(r"\(codes ([\d, ]+)\)", description)
+    assert tuple(int(code) for code in listed.split(", ")) == zim.codes_of(zim.CodeClass.RATE_LIMITED)
+
+
 def test_queue_age_alarm_ignores_a_blip_and_fires_long_before_a_message_could_be_moved(template: Template) -> None:
     # GIVEN what a short ZEGO blip costs a message (three failed receives and their backoffs, at most), and how long
     # SQS keeps a message that ZEGO fails at every receive

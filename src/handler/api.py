@@ -30,9 +30,6 @@ API_DEADLINE_SECONDS = 28.0
 RATE_LIMITED_RETRY_AFTER_SECONDS = 1
 """ZEGO's limit is per second: a second later the budget is back."""
 
-# ZEGO refusals caused by what the caller sent (its ids, its operator), not by our configuration.
-CALLER_ERROR_CODES = frozenset({660000012, 660500002})
-
 app = APIGatewayRestResolver(enable_validation=True)
 
 
@@ -138,7 +135,7 @@ def nothing_to_kick(error: NothingToKick) -> Response[dict[str, Any]]:
 
 @app.exception_handler(ZegoRefused)
 def zego_refused(error: ZegoRefused) -> Response[dict[str, Any]]:
-    status = HTTPStatus.UNPROCESSABLE_ENTITY if error.reply.code in CALLER_ERROR_CODES else HTTPStatus.BAD_GATEWAY
+    status = HTTPStatus.UNPROCESSABLE_ENTITY if error.reply.code in zim.CALLER_CAUSE_CODES else HTTPStatus.BAD_GATEWAY
     return _error(status, "zego_refused", error.detail, zego=_zego(error.reply), completed_calls=_completed(error))
 
 

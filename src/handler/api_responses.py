@@ -4,7 +4,9 @@ from aws_lambda_powertools.event_handler import content_types
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, Field
 
+from handler import zim
 from handler.models import CallReport, KickoutResult
+from handler.zim import CodeClass
 
 
 class FieldProblem(BaseModel):
@@ -33,6 +35,10 @@ class ErrorBody(BaseModel):
     )
 
 
+def _codes(code_class: CodeClass) -> str:
+    return ", ".join(str(code) for code in zim.codes_of(code_class))
+
+
 def _error_response(description: str, headers: dict[str, str] | None = None) -> OpenAPIResponse:
     response: OpenAPIResponse = {
         "description": description,
@@ -52,21 +58,22 @@ RESPONSES: dict[int, OpenAPIResponse] = {
         "deeply, or is flagged base64 but is not valid base64 or not UTF-8 once decoded."
     ),
     404: _error_response(
-        "not_in_room: ZEGO says the room does not exist or none of the users is in it (660300001, 660300002); "
+        "not_in_room: ZEGO says the room does not exist or none of the users is in it "
+        f"({_codes(CodeClass.NOTHING_TO_DO)}); "
         "not_found: another path."
     ),
     405: _error_response("method_not_allowed: another method on /kickouts.", {"Allow": "Only POST is allowed."}),
     422: _error_response(
         "invalid_request: the payload breaks a rule, or the body is not one JSON object (an array, a single "
         "value), or there is no body (`fields` says which); zego_refused: ZEGO refused what the "
-        "caller sent (operator not registered 660500002, user id too long 660000012)."
+        f"caller sent ({', '.join(f'{meaning} {code}' for code, meaning in zim.CALLER_CAUSE_CODES.items())})."
     ),
     415: _error_response(
         "unsupported_media_type: a Content-Type other than application/json (in any case), a charset other than "
         "UTF-8, or Content-Type headers that disagree."
     ),
     429: _error_response(
-        "zego_rate_limited: ZEGO kept answering over the rate limit (7, 660300005, 660300006).",
+        f"zego_rate_limited: ZEGO kept answering over the rate limit ({_codes(CodeClass.RATE_LIMITED)}).",
         {"Retry-After": "Seconds to wait before trying again."},
     ),
     500: _error_response("configuration_error: an environment variable is missing or malformed."),

@@ -116,6 +116,19 @@ def classify(code: int) -> CodeClass:
     return _CODE_CLASSES.get(code, CodeClass.PERMANENT)
 
 
+def codes_of(code_class: CodeClass) -> tuple[int, ...]:
+    """The codes known to be of `code_class`, in order (PERMANENT also holds every code not listed)."""
+    return tuple(sorted(code for code, known in _CODE_CLASSES.items() if known is code_class))
+
+
+CALLER_CAUSE_CODES: dict[int, str] = {
+    660500002: "operator not registered",
+    660000012: "user id too long",
+}
+"""Permanent refusals caused by what the caller sent (its ids, its operator), not by the function's configuration:
+the caller's to fix (the API answers 422, not 502)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     code: int
