@@ -1,4 +1,6 @@
-"""The REST API's responses as the OpenAPI document shows them (documentation only: api.py builds the bodies)."""
+"""The REST API's error body, one model for the responses api.py builds and for the OpenAPI document."""
+
+from typing import Any
 
 from aws_lambda_powertools.event_handler import content_types
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
@@ -21,7 +23,7 @@ class ZegoAnswer(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error response's body (documentation only: api.py's handlers build it as a dict)."""
+    """Every error response's body; a field without a value is left out."""
 
     error: str = Field(description="Stable code to branch on; the status's description lists the values.")
     message: str = Field(description="For people; never echoes the request's values.")
@@ -33,6 +35,10 @@ class ErrorBody(BaseModel):
         description="A request of over 50 users that failed partway: the calls ZEGO had already answered "
         "(their users are kicked).",
     )
+
+    def as_json(self) -> dict[str, Any]:
+        """The body as sent: JSON values, the fields without a value left out."""
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 def _codes(code_class: CodeClass) -> str:

@@ -593,6 +593,26 @@ def test_a_body_not_sent_as_json_gets_415_in_the_usual_error_shape(
     assert box.zim.requests_seen == 0
 
 
+def test_an_error_refused_before_the_resolver_is_written_like_every_other_error_body(
+    invoke: Invoke, box: Sandbox
+) -> None:
+    # GIVEN a request refused before the resolver (a form body, 415) and ones refused by it (422, 404)
+    form = api_event(json.dumps({"room_id": "lobby-7", "user_ids": ["spammer_01"]}))
+    form["headers"]["Content-Type"] = "application/x-www-form-urlencoded"
+    invalid = post({"room_id": "lobby-7", "user_ids": []})
+    elsewhere = post({"room_id": "lobby-7", "user_ids": ["spammer_01"]}) | {"path": "/elsewhere"}
+    # WHEN each is answered
+    responses = [invoke(event) for event in (form, invalid, elsewhere)]
+    # THEN each body is the same compact JSON of the same shape, under the same Content-Type
+    assert [response["statusCode"] for response in responses] == [415, 422, 404]
+    for response in responses:
+        body = json.loads(response["body"])
+        assert response["body"] == json.dumps(body, separators=(",", ":"))
+        assert list(body)[:2] == ["error", "message"]
+        content_type = (response.get("headers") or {}).get("Content-Type")
+        assert (content_type or response["multiValueHeaders"]["Content-Type"][0]) == "application/json"
+
+
 def test_json_with_a_charset_or_no_content_type_at_all_is_accepted(invoke: Invoke, box: Sandbox) -> None:
     for headers in ({"content-type": "application/json; charset=utf-8"}, {}, None):
         event = api_event(json.dumps({"room_id": "lobby-7", "user_ids": ["spammer_01"]}))
