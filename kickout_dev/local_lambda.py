@@ -665,7 +665,8 @@ def run_cases(invoke: Callable[[Any], Invocation], cases: list[Case]) -> bool:
 
 def summary(zim: ZimStandIn, parked: list[dict[str, Any]], *, parked_expected: int | None) -> bool:
     """Print what ZEGO's stand-in accepted and refused and what was parked; whether that is as expected."""
-    print(f"\nThe ZIM stand-in accepted {len(zim.kickouts)} signed requests and refused {len(zim.refusals)}:")
+    accepted = f"{len(zim.kickouts)} signed request{'' if len(zim.kickouts) == 1 else 's'}"
+    print(f"\nThe ZIM stand-in accepted {accepted} and refused {len(zim.refusals)}:")
     for kickout in zim.kickouts:
         by = f", by {kickout.operator_id}" if kickout.operator_id else ""
         print(f"  {kickout.room_id!r}: kicked {', '.join(kickout.user_ids)} (reason {kickout.reason!r}{by})")

@@ -113,10 +113,13 @@ def _zego(reply: zim.Reply | None) -> ZegoAnswer | None:
 
 @app.exception_handler(RequestValidationError)
 def invalid_request(error: RequestValidationError) -> Response[dict[str, Any]]:
+    if any(issue["type"] == "json_invalid" for issue in error.errors()):
+        # Powertools' own parse failed (api_request parses first, so this is a safety net): its issue says only
+        # "JSON decode error" at a character offset, which reads as a field named "0".
+        service.record_invalid("body not JSON", _principal())
+        return _error(HTTPStatus.BAD_REQUEST, "invalid_json", "the request body is not valid JSON")
     problems = field_problems(error.errors())
     service.record_invalid("; ".join(f"{p['field']}: {p['problem']}" for p in problems), _principal())
-    if any(issue["type"] == "json_invalid" for issue in error.errors()):
-        return _error(HTTPStatus.BAD_REQUEST, "invalid_json", "the request body is not valid JSON")
     fields = sorted({problem["field"] for problem in problems})
     return _error(
         HTTPStatus.UNPROCESSABLE_ENTITY,
@@ -208,12 +211,15 @@ def unexpected(error: Exception) -> Response[dict[str, Any]]:
 
 @app.not_found
 def unknown_route(_: NotFoundError) -> Response[dict[str, Any]]:
-    service.record_invalid("no such route", _principal())
     if app.current_event.path == KICKOUTS_PATH:
+        service.record_invalid(
+            f"method {app.current_event.http_method[:16]} not allowed on {KICKOUTS_PATH}", _principal()
+        )
         return _error(
             HTTPStatus.METHOD_NOT_ALLOWED,
             "method_not_allowed",
             f"only POST is allowed on {KICKOUTS_PATH}",
             headers={"Allow": "POST"},
         )
+    service.record_invalid("no such route", _principal())
     return _error(HTTPStatus.NOT_FOUND, "not_found", f"no such route; use POST {KICKOUTS_PATH}")

@@ -148,7 +148,7 @@ def parse_reply(body: bytes) -> Reply:
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise MalformedReply(f"reply is not JSON ({len(body)} bytes)") from error
+        raise MalformedReply(f"reply is not JSON ({len(body)} byte{'' if len(body) == 1 else 's'})") from error
     if not isinstance(document, dict):
         raise MalformedReply("reply is not a JSON object")
     code = document.get("Code")

@@ -251,7 +251,7 @@ def test_body_that_is_not_json_is_refused_with_400(invoke: Invoke, box: Sandbox,
     assert box.zim.requests_seen == 0
 
 
-def test_unknown_route_answers_404(invoke: Invoke, box: Sandbox) -> None:
+def test_unknown_route_answers_404(invoke: Invoke, box: Sandbox, printed: Printed) -> None:
     # GIVEN a request for a path the function does not serve
     event = api_event(json.dumps({"room_id": "lobby-7", "user_ids": ["spammer_01"]}), path="/kickout")
 
@@ -263,11 +263,12 @@ def test_unknown_route_answers_404(invoke: Invoke, box: Sandbox) -> None:
     body = body_of(response)
     assert body["error"] == "not_found"
     assert "/kickouts" in body["message"]
+    assert [log["error"] for log in printed.logs if log["message"] == "kickout failed"] == ["no such route"]
     assert box.zim.requests_seen == 0
 
 
 def test_other_methods_on_kickouts_answer_405_with_allow_post(
-    invoke: Invoke, box: Sandbox, subtests: pytest.Subtests
+    invoke: Invoke, box: Sandbox, printed: Printed, subtests: pytest.Subtests
 ) -> None:
     for method in ["GET", "PUT", "DELETE", "PATCH"]:
         with subtests.test(method=method):
@@ -279,6 +280,8 @@ def test_other_methods_on_kickouts_answer_405_with_allow_post(
             assert response["statusCode"] == 405
             assert header(response, "Allow") == "POST"
             assert body_of(response)["error"] == "method_not_allowed"
+            # AND the log says so, not that there is no such route
+            assert printed.logs[-1]["error"] == f"method {method} not allowed on /kickouts"
     assert box.zim.requests_seen == 0
 
 
