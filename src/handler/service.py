@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from handler import aws_clients, health, settings, transport, zim
-from handler.budget import DynamoSlotBook, FleetBudget, Lane
+from handler.budget import FleetBudget, Lane
 from handler.errors import OutOfTime, SecretUnavailable, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
 from handler.kickout import carry_out
 from handler.models import KickoutRequest, KickoutResult, describe_invalid
@@ -25,6 +25,7 @@ from handler.observability import metrics_lock as _metrics_lock
 from handler.pacing import Pacer
 from handler.ports import HttpReply, RateGate
 from handler.secret import read_server_secret
+from handler.slot_book import DynamoSlotBook
 from handler.zim_client import RetryPolicy, ZimClient
 
 RemainingSeconds = Callable[[], float]
