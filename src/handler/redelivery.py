@@ -1,5 +1,5 @@
 """What becomes of a queue message that is not simply acknowledged: parked in the dead-letter queue with its reason,
-or hidden for a backoff that grows with its receive count (README: "A ZEGO outage").
+or hidden for a backoff that grows with its receive count (docs/failure-handling.md, "A ZEGO outage").
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ DETAIL_MAX_CHARACTERS = 1000
 PARK_SECONDS_NEEDED = 1.0
 BACKOFF_FIRST_SECONDS = 60
 BACKOFF_MAX_SECONDS = 600
-"""A message ZEGO failed is back after 1, 2, 4, 8, then every 10 minutes (README: "A ZEGO outage")."""
+"""A message ZEGO failed is back after 1, 2, 4, 8, then every 10 minutes (docs/failure-handling.md, "A ZEGO outage")."""
 BACKOFF_JITTER = 0.2
 """Each wait is cut by up to a fifth at random, so messages failed together do not all come back together."""
 
