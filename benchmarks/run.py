@@ -213,6 +213,16 @@ def _entries(root: Path, names: Sequence[str]) -> list[Path]:
     return [path for path in root.iterdir() if any(re.match(rf"{name}([-.]|$)", path.name) for name in names)]
 
 
+def _move_out(task: Path, names: Sequence[str], into: Path, *, keep_bytecode: bool) -> Path:
+    """Move these packages of the artifact to where the runtime would find them instead (a layer, /var/runtime)."""
+    into.mkdir(parents=True)
+    for entry in _entries(task, names):
+        shutil.move(entry, into / entry.name)
+    if not keep_bytecode:
+        _drop_bytecode(into)
+    return into
+
+
 def _drop_bytecode(root: Path) -> None:
     for cache in list(root.rglob("__pycache__")):
         shutil.rmtree(cache)
@@ -255,19 +265,9 @@ def lay_out(artifact: Path, work: Path) -> dict[str, Layout]:
         layer = runtime = None
         if name.startswith("runtime's boto3"):
             # boto3, botocore and s3transfer where the python3.13 runtime has its own: /var/runtime, after the zip's
-            runtime = base / "var" / "runtime"
-            runtime.mkdir(parents=True)
-            for entry in _entries(task, RUNTIME_SDK):
-                shutil.move(entry, runtime / entry.name)
-            if not bytecode_in_layer:
-                _drop_bytecode(runtime)
+            runtime = _move_out(task, RUNTIME_SDK, base / "var" / "runtime", keep_bytecode=bytecode_in_layer)
         if layered:
-            layer = base / "opt" / "python"
-            layer.mkdir(parents=True)
-            for entry in _entries(task, LAYER_PACKAGES):
-                shutil.move(entry, layer / entry.name)
-            if not bytecode_in_layer:
-                _drop_bytecode(layer)
+            layer = _move_out(task, LAYER_PACKAGES, base / "opt" / "python", keep_bytecode=bytecode_in_layer)
         if not bytecode_in_task:
             _drop_bytecode(task)
         _freeze(base)

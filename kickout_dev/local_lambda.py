@@ -721,17 +721,33 @@ def main(argv: list[str] | None = None) -> int:
         "--port", type=port_number, default=DEFAULT_SERVE_PORT, help="port for --serve (0: any free one)"
     )
     parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
-    args = parser.parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C, so that everything started here is stopped.
+    return run_tool("local_lambda", _main, parser.parse_args(argv), stopped="everything it started is stopped")
+
+
+def run_tool(
+    name: str,
+    body: Callable[[argparse.Namespace], int],
+    args: argparse.Namespace,
+    *,
+    stopped: str,
+    unavailable: tuple[type[Exception], str] | None = None,
+) -> int:
+    """Run a dev tool's body (this one's, sam_docker's): SIGTERM unwinds like Ctrl-C, so that everything started
+    is stopped; a user's mistake, and a machine that cannot do it, are one line each, never a traceback."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
-        return _main(args)
+        return body(args)
     except KeyboardInterrupt:
-        print("\nlocal_lambda: interrupted; everything it started is stopped", file=sys.stderr)
+        print(f"\n{name}: interrupted; {stopped}", file=sys.stderr)
         return 130
     except UsageError as error:
-        print(f"local_lambda: {error}", file=sys.stderr)
+        print(f"{name}: {error}", file=sys.stderr)
         return EX_USAGE
+    except Exception as error:
+        if unavailable is None or not isinstance(error, unavailable[0]):
+            raise
+        print(f"{name}: {unavailable[1]}: {error}", file=sys.stderr)
+        return EX_UNAVAILABLE
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -43,14 +43,12 @@ from kickout_dev.docker_engine import DockerFailed, Network, Unavailable, engine
 from kickout_dev.events import EVENTS_DIR
 from kickout_dev.local_lambda import (
     EX_UNAVAILABLE,
-    EX_USAGE,
     FUNCTION,
     ROOT,
     BuildFailed,
     Case,
     Invocation,
     Tools,
-    UsageError,
     build,
     demo_cases,
     file_cases,
@@ -58,6 +56,7 @@ from kickout_dev.local_lambda import (
     parked,
     port_number,
     run_cases,
+    run_tool,
     split_output,
     summary,
 )
@@ -312,19 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true", help="then run sam local start-api on 127.0.0.1, for curl")
     parser.add_argument("--port", type=port_number, default=DEFAULT_SERVE_PORT, help="port for --serve")
     parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
-    args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    try:
-        return _main(args)
-    except KeyboardInterrupt:
-        print("\nsam_docker: interrupted; everything it started is stopped and removed", file=sys.stderr)
-        return 130
-    except Unavailable as error:
-        print(f"sam_docker: cannot run the function in Docker here: {error}", file=sys.stderr)
-        return EX_UNAVAILABLE
-    except UsageError as error:
-        print(f"sam_docker: {error}", file=sys.stderr)
-        return EX_USAGE
+    return run_tool(
+        "sam_docker",
+        _main,
+        parser.parse_args(argv),
+        stopped="everything it started is stopped and removed",
+        unavailable=(Unavailable, "cannot run the function in Docker here"),
+    )
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -33,18 +33,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from handler.pacing import Pacer
 from handler.slot_book import Booked, Busy, SlotBook, StoreUnavailable
 
-if TYPE_CHECKING:
-    pass
-
 MARGIN: Final = 0.04
 """Slots are 4 % wider than ZEGO's limit: twenty of them span 1.04 s, so a call may leave 40 ms late."""
 QUEUE_HORIZON: Final = 0.25
-"""The queue books no slot further ahead than this: the most an API call waits behind the queue, in seconds."""
+"""The queue books no block that ends further ahead than this: the most an API call waits behind the queue (s)."""
 MAX_LATENESS: Final = 0.02
 """A slot this late when its call would leave is dropped, not used: a late call crowds the next second."""
 STORE_RETRY_SECONDS: Final = 5.0
