@@ -47,8 +47,8 @@ class NothingToKick(Exception):
 
 @app.post(KICKOUTS_PATH, summary="Remove users from a ZIM room", tags=["kickouts"], responses=RESPONSES)
 def create_kickout(request: KickoutRequest) -> KickoutResult:
-    remaining_seconds = service.remaining_seconds_of(app.lambda_context, at_most=API_DEADLINE_SECONDS)
-    result = service.kick_out(request, remaining_seconds, _principal())
+    deadline = service.deadline_of(app.lambda_context, at_most=API_DEADLINE_SECONDS)
+    result = service.kick_out(request, deadline, _principal())
     if not result.kicked_user_ids:
         raise NothingToKick(result)
     return result

@@ -1,12 +1,13 @@
-"""AWS clients of this execution environment, created on first use, with calls bounded in time.
+"""AWS clients of this execution environment, created on first use, each call bounded in time.
 
-botocore's defaults (60 s to connect, 60 s to read, legacy retries) would let a slow Secrets Manager or SQS
-outlast the invocation: Lambda would kill it mid-batch. Two tries of a few seconds each fail in time for the
-function to report the failure itself.
+botocore's defaults (60 s to connect, 60 s to read, legacy retries) would let a slow Secrets Manager, DynamoDB or
+SQS outlast the invocation: Lambda would kill it mid-batch. Each client here has timeouts and attempts whose worst
+case (`CallBounds.worst_seconds`) is known, so a caller starts a call only when its deadline allows that much.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Final
 
@@ -18,22 +19,54 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_sqs.client import SQSClient
 
-CLIENT_CONFIG: Final = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 2})
+RETRY_BACKOFF_CEILING: Final = 1.0
+"""botocore's standard retry mode waits at most random() x 2**(n - 1) s before its n-th retry: 1 s before the first."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallBounds:
+    connect: float
+    read: float
+    """Seconds for the connection, and for each read of the answer (AWS answers whole, it does not trickle)."""
+    attempts: int
+
+    @property
+    def config(self) -> Config:
+        return Config(
+            connect_timeout=self.connect,
+            read_timeout=self.read,
+            retries={"mode": "standard", "total_max_attempts": self.attempts},
+        )
+
+    @property
+    def worst_seconds(self) -> float:
+        """The longest one call can take, its retries and their backoff included."""
+        backoff: float = sum(RETRY_BACKOFF_CEILING * 2**retry for retry in range(self.attempts - 1))
+        return self.attempts * (self.connect + self.read) + backoff
+
+
+SECRETS_MANAGER: Final = CallBounds(connect=1.0, read=2.0, attempts=2)
+"""Read once per environment and every 5 minutes: a retry is worth its time."""
+DYNAMODB: Final = CallBounds(connect=1.0, read=1.0, attempts=2)
+"""The budget's bookings and ZEGO's circuit: single-item calls that take milliseconds when DynamoDB is well."""
+SQS: Final = CallBounds(connect=1.0, read=1.0, attempts=1)
+"""Parking, backoff and deferral, in batches: entries SQS refuses are retried by the caller when time allows, so the
+client does not retry on its own and one call's worst case stays small enough to keep back at a batch's end."""
 
 
 @cache
 def secrets_provider() -> SecretsProvider:
     """Powertools' Secrets Manager provider (it holds the cache) on a bounded client."""
-    return SecretsProvider(boto_config=CLIENT_CONFIG)
+    return SecretsProvider(boto_config=SECRETS_MANAGER.config)
 
 
 @cache
 def sqs() -> SQSClient:
     # Created on first use: most invocations never park a message, and a client costs cold-start time.
-    return boto3.client("sqs", config=CLIENT_CONFIG)
+    return boto3.client("sqs", config=SQS.config)
 
 
 @cache
 def dynamodb() -> DynamoDBClient:
     """The fleet's shared state (KICKOUT_STATE_TABLE); created on the first call that needs it."""
-    return boto3.client("dynamodb", config=CLIENT_CONFIG)
+    return boto3.client("dynamodb", config=DYNAMODB.config)

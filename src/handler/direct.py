@@ -21,5 +21,5 @@ def handle(event: Any, context: LambdaContext) -> dict[str, Any]:
     except ValidationError as error:
         service.record_failure(error, {})
         raise InvalidKickoutRequest(f"invalid kickout request: {describe_invalid(error)}") from None
-    result = service.kick_out(request, service.remaining_seconds_of(context))
+    result = service.kick_out(request, service.deadline_of(context))
     return result.model_dump(mode="json")

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from handler.deadline import Deadline
+
 
 @dataclass(frozen=True, slots=True)
 class HttpReply:
@@ -42,8 +44,9 @@ class RateGate(Protocol):
 
 Send = Callable[[str, float], HttpReply]
 """send(url, timeout_seconds) -> HttpReply; raises TransportFailure."""
-ReadSecret = Callable[[bool], str]
-"""read_secret(force_fetch) -> ServerSecret; raises SecretUnavailable."""
+ReadSecret = Callable[[bool, Deadline], str]
+"""read_secret(force_fetch, deadline) -> ServerSecret; raises SecretUnavailable, or OutOfTime when a fetch would not
+end by the deadline."""
 
 Outcome = TypeVar("Outcome")
 

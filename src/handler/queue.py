@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from handler import aws_clients, redelivery, service, settings, transport, zim
 from handler.budget import Lane
+from handler.deadline import Deadline
 from handler.errors import KickoutError, OutOfTime, SecretUnavailable, ZegoRefused, ZegoUnavailable
 from handler.kickout import Group, coalesce
 from handler.models import KickoutRequest, KickoutResult, describe_invalid
@@ -93,22 +94,20 @@ Outcome = Invalid | Done | Failed | Deferred
 
 def handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     records = [SQSRecord(raw) for raw in event.get("Records", [])]
-    remaining_seconds = service.remaining_seconds_of(context)
-    outcomes = settle(records, lambda: remaining_seconds() - DEFER_SECONDS_RESERVED)
+    deadline = service.deadline_of(context)
+    outcomes = settle(records, deadline.less(DEFER_SECONDS_RESERVED))
     outcomes |= defer_unreached(records, outcomes)
     response = process_partial_response(
         event=event,
-        record_handler=partial(apply_outcome, outcomes, remaining_seconds),
+        record_handler=partial(apply_outcome, outcomes, deadline),
         processor=processor,
         context=context,
     )
-    back_off(
-        records, outcomes, {str(item["itemIdentifier"]) for item in response["batchItemFailures"]}, remaining_seconds
-    )
+    back_off(records, outcomes, {str(item["itemIdentifier"]) for item in response["batchItemFailures"]}, deadline)
     return response
 
 
-def settle(records: Sequence[SQSRecord], remaining_seconds: service.RemainingSeconds) -> dict[str, Outcome]:
+def settle(records: Sequence[SQSRecord], deadline: Deadline) -> dict[str, Outcome]:
     outcomes: dict[str, Outcome] = {}
     requests: list[tuple[str, KickoutRequest]] = []
     for record in records:
@@ -122,7 +121,7 @@ def settle(records: Sequence[SQSRecord], remaining_seconds: service.RemainingSec
         # Not any message's fault: every one goes back to SQS, to be done once the configuration is fixed.
         outcomes.update(_each_failed(requests, error))
     else:
-        settle_group = in_current_trace(partial(_settle_group, remaining_seconds=remaining_seconds))
+        settle_group = in_current_trace(partial(_settle_group, deadline=deadline))
         for settled in _workers.map(settle_group, coalesce(requests)):
             outcomes.update(settled)
     _count_calls_per_user([outcome.result for outcome in outcomes.values() if isinstance(outcome, Done)])
@@ -133,14 +132,14 @@ def _each_failed(members: Sequence[tuple[str, KickoutRequest]], error: Exception
     return {key: Failed(request, error) for key, request in members}
 
 
-def _settle_group(group: Group, remaining_seconds: service.RemainingSeconds) -> dict[str, Outcome]:
+def _settle_group(group: Group, deadline: Deadline) -> dict[str, Outcome]:
     try:
-        merged = service.send_calls(group.request, remaining_seconds, Lane.QUEUE)
+        merged = service.send_calls(group.request, deadline, Lane.QUEUE)
     except ZegoRefused as error:
         if len(group.members) == 1 or error.reply.code in zim.SHARED_CAUSE_CODES:
             return _each_failed(group.members, error)
         # One member may be the cause: each is tried alone, so that only that one is refused.
-        return {key: _settle_alone(request, remaining_seconds) for key, request in group.members}
+        return {key: _settle_alone(request, deadline) for key, request in group.members}
     except (KickoutError, settings.ConfigurationError) as error:
         # Nothing here is any one message's fault (ZEGO down or busy, the secret unreadable): all try again later.
         return _each_failed(group.members, error)
@@ -150,7 +149,7 @@ def _settle_group(group: Group, remaining_seconds: service.RemainingSeconds) -> 
         return _each_failed(group.members, error)
     if len(group.members) == 1 or _same_for_everyone(merged):
         return {key: Done(request, merged.for_users(request.user_ids)) for key, request in group.members}
-    return {key: _settle_alone(request, remaining_seconds) for key, request in group.members}
+    return {key: _settle_alone(request, deadline) for key, request in group.members}
 
 
 def _same_for_everyone(result: KickoutResult) -> bool:
@@ -160,9 +159,9 @@ def _same_for_everyone(result: KickoutResult) -> bool:
     )
 
 
-def _settle_alone(request: KickoutRequest, remaining_seconds: service.RemainingSeconds) -> Outcome:
+def _settle_alone(request: KickoutRequest, deadline: Deadline) -> Outcome:
     try:
-        return Done(request, service.send_calls(request, remaining_seconds, Lane.QUEUE))
+        return Done(request, service.send_calls(request, deadline, Lane.QUEUE))
     except (KickoutError, settings.ConfigurationError) as error:
         return Failed(request, error)
     except Exception as error:
@@ -240,9 +239,7 @@ def _deferrals(record: SQSRecord) -> int:
         return 0
 
 
-def apply_outcome(
-    outcomes: Mapping[str, Outcome], remaining_seconds: service.RemainingSeconds, record: SQSRecord
-) -> None:
+def apply_outcome(outcomes: Mapping[str, Outcome], deadline: Deadline, record: SQSRecord) -> None:
     """Audit the message, and park it or raise (Powertools reports it failed) as its outcome requires."""
     outcome = outcomes[record.message_id]
     attributes = record.raw_event.get("attributes") or {}
@@ -255,7 +252,7 @@ def apply_outcome(
     match outcome:
         case Invalid(error=invalid):
             service.record_failure(invalid, delivery)
-            redelivery.park_or_say_why(record, "invalid_payload", describe_invalid(invalid), remaining_seconds)
+            redelivery.park_or_say_why(record, "invalid_payload", describe_invalid(invalid), deadline)
         case Deferred(request=request, deferred_as=deferred_as):
             service.record_deferred(
                 service.audit_fields(request, **delivery),
@@ -268,14 +265,14 @@ def apply_outcome(
             service.record_failure(error, service.audit_fields(request, **delivery))
             if not isinstance(error, ZegoRefused):
                 raise error
-            redelivery.park_or_say_why(record, "zego_refused", str(error), remaining_seconds)
+            redelivery.park_or_say_why(record, "zego_refused", str(error), deadline)
 
 
 def back_off(
     records: Sequence[SQSRecord],
     outcomes: Mapping[str, Outcome],
     failed: set[str],
-    remaining_seconds: service.RemainingSeconds,
+    deadline: Deadline,
 ) -> None:
     """Hide each failed message that ZEGO (or Secrets Manager) failed for its backoff (redelivery.hide).
 
@@ -284,7 +281,7 @@ def back_off(
     """
     redelivery.hide(
         [record for record in records if record.message_id in failed and _zego_failed(outcomes.get(record.message_id))],
-        remaining_seconds,
+        deadline,
     )
 
 

@@ -13,13 +13,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from handler import aws_clients, settings
+from handler.deadline import Deadline
 from handler.errors import OutOfTime
 from handler.observability import MetricName, logger, metrics, metrics_lock
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import ChangeMessageVisibilityBatchRequestEntryTypeDef, MessageAttributeValueTypeDef
 
-RemainingSeconds = Callable[[], float]
 DETAIL_MAX_CHARACTERS = 1000
 PARK_SECONDS_NEEDED = 1.0
 BACKOFF_FIRST_SECONDS = 60
@@ -44,10 +44,10 @@ def source_message_id(record: SQSRecord) -> str:
     return attribute.string_value if attribute is not None and attribute.string_value else record.message_id
 
 
-def park_or_say_why(record: SQSRecord, reason: str, detail: str, remaining_seconds: RemainingSeconds) -> None:
+def park_or_say_why(record: SQSRecord, reason: str, detail: str, deadline: Deadline) -> None:
     """Park the message; when that fails, its own line and metric (ParkingFailed), and SQS keeps the message."""
     try:
-        park(record, reason, detail, remaining_seconds)
+        park(record, reason, detail, deadline)
     except Exception as error:
         metrics.add_metric(name=MetricName.PARKING_FAILED, unit=MetricUnit.Count, value=1)
         logger.error(
@@ -61,9 +61,9 @@ def park_or_say_why(record: SQSRecord, reason: str, detail: str, remaining_secon
         raise
 
 
-def park(record: SQSRecord, reason: str, detail: str, remaining_seconds: RemainingSeconds) -> None:
+def park(record: SQSRecord, reason: str, detail: str, deadline: Deadline) -> None:
     """Copy the message, body unchanged, to the dead-letter queue; raises (so SQS keeps it) when that fails."""
-    if remaining_seconds() < PARK_SECONDS_NEEDED:
+    if not deadline.allows(PARK_SECONDS_NEEDED):
         # Killed mid-park, the batch would come back whole and parked messages be parked again: report it instead.
         raise OutOfTime("no time left in this invocation to park the message")
     dlq_url = settings.current().dlq_url
@@ -87,7 +87,7 @@ def backoff_seconds(receives: int | None, jitter: Callable[[], float] = random.r
     return round(nominal * (1 - BACKOFF_JITTER * jitter()))
 
 
-def hide(records: Sequence[SQSRecord], remaining_seconds: RemainingSeconds) -> None:
+def hide(records: Sequence[SQSRecord], deadline: Deadline) -> None:
     """Hide each message for its backoff (by its receive count), by ChangeMessageVisibility.
 
     When SQS refuses, the message simply comes back after the queue's visibility timeout.
@@ -101,7 +101,7 @@ def hide(records: Sequence[SQSRecord], remaining_seconds: RemainingSeconds) -> N
                 "VisibilityTimeout": backoff_seconds(receive_count(record)),
             }
         )
-    if not by_queue or remaining_seconds() < PARK_SECONDS_NEEDED:
+    if not by_queue or not deadline.allows(PARK_SECONDS_NEEDED):
         return
     for queue_arn, entries in by_queue.items():
         try:

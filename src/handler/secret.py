@@ -12,7 +12,8 @@ from aws_lambda_powertools.utilities import parameters
 from botocore.exceptions import BotoCoreError, ClientError
 
 from handler import aws_clients
-from handler.errors import SecretUnavailable
+from handler.deadline import Deadline
+from handler.errors import OutOfTime, SecretUnavailable
 from handler.observability import tracer
 
 CACHE_SECONDS: Final = 300
@@ -45,7 +46,8 @@ class _Reads:
 _reads = _Reads()
 
 
-def read_server_secret(secret_id: str, force_fetch: bool = False) -> str:
+def read_server_secret(secret_id: str, force_fetch: bool = False, deadline: Deadline | None = None) -> str:
+    """The ServerSecret, from the cache while it is fresh; a fetch is started only when `deadline` leaves it time."""
     with _reads.lock:
         now = time.monotonic()
         force_fetch = force_fetch and now - _reads.forced_at > FORCED_READ_SHARED_SECONDS
@@ -53,6 +55,8 @@ def read_server_secret(secret_id: str, force_fetch: bool = False) -> str:
             raw = _get_secret(secret_id, force_fetch=False)
         elif _reads.failure is not None and now - _reads.failed_at < FAILURE_SHARED_SECONDS:
             raise _reads.failure
+        elif deadline is not None and not deadline.allows(aws_clients.SECRETS_MANAGER.worst_seconds):
+            raise OutOfTime("no time left in this invocation to read the ServerSecret")
         else:
             try:
                 with tracer.provider.in_subsegment("## read ServerSecret"):

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from handler import aws_clients, health, settings, transport, zim
 from handler.budget import FleetBudget, Lane
+from handler.deadline import Deadline
 from handler.errors import OutOfTime, SecretUnavailable, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
 from handler.kickout import carry_out
 from handler.models import KickoutRequest, KickoutResult, describe_invalid
@@ -28,30 +29,25 @@ from handler.secret import read_server_secret
 from handler.slot_book import DynamoSlotBook
 from handler.zim_client import RetryPolicy, ZimClient
 
-RemainingSeconds = Callable[[], float]
 retry_policy = RetryPolicy()
 retry_sleep: Callable[[float], None] = time.sleep
 """How a ZEGO call waits out its backoff between attempts (kickout_dev.backoff replaces it to replay faults fast)."""
 
 
-def remaining_seconds_of(context: LambdaContext, *, at_most: float | None = None) -> RemainingSeconds:
-    """The invocation's time left, in seconds, as the core asks for it; never more than `at_most` from now."""
-    if at_most is None:
-        return lambda: context.get_remaining_time_in_millis() / 1000
-    ends = time.monotonic() + at_most
-    return lambda: min(context.get_remaining_time_in_millis() / 1000, ends - time.monotonic())
+def deadline_of(context: LambdaContext, *, at_most: float | None = None) -> Deadline:
+    """The invocation's deadline, as Lambda counts it down; never more than `at_most` seconds from now."""
+    deadline = Deadline.counting_down(lambda: context.get_remaining_time_in_millis() / 1000)
+    return deadline if at_most is None else deadline.within(at_most)
 
 
-def kick_out(
-    request: KickoutRequest, remaining_seconds: RemainingSeconds, origin: Mapping[str, object] | None = None
-) -> KickoutResult:
+def kick_out(request: KickoutRequest, deadline: Deadline, origin: Mapping[str, object] | None = None) -> KickoutResult:
     """One kickout a caller waits for (API, direct invoke): audited, counted, first in line for ZEGO's budget.
 
     `origin`: who or what sent the request (plain fields, e.g. the IAM principal), for its audit line.
     """
     audit = audit_fields(request, **(origin or {}))
     try:
-        result = send_calls(request, remaining_seconds, Lane.API)
+        result = send_calls(request, deadline, Lane.API)
     except Exception as error:
         record_failure(error, audit)  # an unexpected one too: counted FailedUnexpected, then raised
         raise
@@ -59,7 +55,7 @@ def kick_out(
     return result
 
 
-def send_calls(request: KickoutRequest, remaining_seconds: RemainingSeconds, lane: Lane) -> KickoutResult:
+def send_calls(request: KickoutRequest, deadline: Deadline, lane: Lane) -> KickoutResult:
     """The ZEGO calls of one request, unaudited; raises KickoutError or ConfigurationError."""
     config = settings.current()
     client = ZimClient(
@@ -67,7 +63,7 @@ def send_calls(request: KickoutRequest, remaining_seconds: RemainingSeconds, lan
         app_id=config.app_id,
         read_secret=partial(read_server_secret, config.secret_id),
         send=_send_traced,
-        remaining_seconds=remaining_seconds,
+        deadline=deadline,
         pacer=budget(lane),
         policy=retry_policy,
         sleep=retry_sleep,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from handler import zim
+from handler.deadline import Deadline
 from handler.errors import OutOfTime, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
 from handler.ports import AlwaysCall, Health, RateGate, ReadSecret, Send, TransportFailure, ZegoUnwell
 
@@ -81,7 +82,7 @@ class ZimClient:
     app_id: int
     read_secret: ReadSecret
     send: Send
-    remaining_seconds: Callable[[], float]
+    deadline: Deadline
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     now: Callable[[], float] = time.time
     new_nonce: Callable[[], str] = lambda: secrets.token_hex(8)
@@ -97,7 +98,7 @@ class ZimClient:
         while True:
             state.attempts += 1
             # The secret first: a missing secret must not spend a pacing slot.
-            server_secret = self.read_secret(state.force_secret)
+            server_secret = self.read_secret(state.force_secret, self.deadline)
             state.force_secret = False
             try:
                 timeout = self._wait_for_turn()
@@ -118,20 +119,20 @@ class ZimClient:
                     # simply not in the room the second time), so retrying a call that may have reached ZEGO is safe.
                     state.last_failure = failure
                     delay = self._backoff(state.attempts)
-                    time_left = self.remaining_seconds() - self.policy.safety_margin
+                    time_left = self.deadline.remaining() - self.policy.safety_margin
                     if state.attempts >= self.policy.max_attempts or delay + self.policy.min_request_time > time_left:
                         raise failure.giving_up(state.attempts)
                     self.sleep(delay)
 
     def _wait_for_turn(self) -> float:
         """Wait for a pacing slot; the time the request may then take, within the invocation's deadline."""
-        time_left = self.remaining_seconds() - self.policy.safety_margin
+        time_left = self.deadline.remaining() - self.policy.safety_margin
         if time_left < self.policy.min_request_time:
             raise OutOfTime("no time left in this invocation to call ZEGO")
         if self.pacer is not None:
             if not self.pacer.acquire(max_wait=time_left - self.policy.min_request_time):
                 raise OutOfTime("no slot in ZEGO's rate budget before the deadline")
-            time_left = self.remaining_seconds() - self.policy.safety_margin
+            time_left = self.deadline.remaining() - self.policy.safety_margin
         return min(self.policy.request_timeout, time_left)
 
     @staticmethod

@@ -55,7 +55,7 @@ def test_one_bad_message_does_not_sink_the_messages_it_was_merged_with(invoke: I
 def test_a_merged_call_zego_cannot_take_now_is_retried_for_every_member(invoke: Invoke, box: Sandbox) -> None:
     box.zim.fault_for = lambda params: Fault.http(503)
     event = sqs_event(body("lobby", "u1"), body("lobby", "u2"))
-    response = invoke(event, timeout_seconds=4)
+    response = invoke(event, timeout_seconds=10)
     assert sorted(item["itemIdentifier"] for item in response["batchItemFailures"]) == sorted(
         record["messageId"] for record in event["Records"]
     )

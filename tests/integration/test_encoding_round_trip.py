@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handler import transport
+from handler.deadline import Deadline
 from handler.kickout import carry_out
 from handler.models import KickoutRequest
 from handler.zim_client import ZimClient
@@ -30,9 +31,9 @@ def client_of(server: ZimStandIn) -> ZimClient:
     return ZimClient(
         endpoint=server.url,
         app_id=APP_ID,
-        read_secret=lambda _force: SECRET,
+        read_secret=lambda _force, _deadline: SECRET,
         send=transport.send,
-        remaining_seconds=lambda: 20.0,
+        deadline=Deadline.after(20.0),
     )
 
 

@@ -13,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from handler import zim
+from handler.deadline import Deadline
 from handler.errors import OutOfTime, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
 from handler.kickout import carry_out, coalesce, plan
 from handler.models import MAX_USERS_PER_REQUEST, KickoutRequest, describe_invalid, field_problems
@@ -157,7 +158,7 @@ def client_for(
     forced: list[bool] = []
     secret_values = secrets or itertools.repeat("secret-1")
 
-    def read_secret(force_fetch: bool) -> str:
+    def read_secret(force_fetch: bool, _deadline: Deadline) -> str:
         forced.append(force_fetch)
         return next(secret_values)
 
@@ -167,7 +168,7 @@ def client_for(
         app_id=12345,
         read_secret=read_secret,
         send=zego_answers,
-        remaining_seconds=clock.remaining,
+        deadline=Deadline(clock.deadline, lambda: clock.now),
         now=lambda: clock.now,
         new_nonce=lambda: next(nonces),
         sleep=clock.sleep,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 HANDLER = Path(__file__).resolve().parents[2] / "src" / "handler"
-CORE = {"models", "errors", "ports", "zim_client", "kickout", "zim"}
+CORE = {"models", "errors", "ports", "zim_client", "kickout", "zim", "deadline"}
 ADAPTERS = {"app", "api", "api_request", "api_responses", "queue", "redelivery", "direct"}
 
 
