@@ -463,8 +463,8 @@ def test_alarm_fires_when_any_message_is_visible_in_the_dead_letter_queue(templa
 def code_metric_names() -> set[str]:
     """Every metric src/handler emits: the members of handler.observability.MetricName.
 
-    That the code emits exactly these is held by the two tests below: every add_metric call names a member, and
-    every member is emitted somewhere (Failed<Class> once per class service.failure_class returns, ColdStart by
+    That the code emits exactly these is held by the tests below: every emit call names a member, and every
+    member is emitted somewhere (Failed<Class> once per class service.failure_class returns, ColdStart by
     Powertools when a handler asks for it).
     """
     from handler.observability import MetricName
@@ -472,20 +472,32 @@ def code_metric_names() -> set[str]:
     return {str(name) for name in MetricName}
 
 
-def add_metric_names() -> list[tuple[str, ast.expr]]:
-    """(file, the `name=` argument) of every add_metric call in src/handler."""
+def calls_named(function: str) -> list[tuple[str, ast.Call]]:
+    """(file, call) of every call of `function` (a plain name or an attribute) in src/handler."""
     calls = []
-    for path in sorted(HANDLER_SOURCE.glob("*.py")):
+    for path in sorted(HANDLER_SOURCE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_metric":
-                (name,) = [keyword.value for keyword in node.keywords if keyword.arg == "name"]
-                calls.append((path.name, name))
+            if isinstance(node, ast.Call):
+                called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+                if called == function:
+                    calls.append((path.name, node))
     return calls
 
 
+def emitted_names() -> list[tuple[str, ast.expr]]:
+    """(file, the metric name argument) of every observability.emit call in src/handler."""
+    return [(file, call.args[0]) for file, call in calls_named("emit")]
+
+
+def test_every_metric_goes_through_the_one_thread_safe_path() -> None:
+    # GIVEN every call of Powertools' add_metric in src/handler
+    # THEN there is one, inside observability.emit, which holds the lock worker threads need
+    assert [file for file, _ in calls_named("add_metric")] == ["observability.py"]
+
+
 def test_the_code_names_every_metric_it_emits_from_the_metric_name_enum() -> None:
-    # GIVEN every add_metric call in src/handler
-    calls = add_metric_names()
+    # GIVEN every emit call in src/handler
+    calls = emitted_names()
     assert calls
     # THEN each names a MetricName member, or the one computed name, MetricName.failed(<failure class>)
     for file, name in calls:
@@ -495,14 +507,14 @@ def test_the_code_names_every_metric_it_emits_from_the_metric_name_enum() -> Non
             and isinstance(name.func, ast.Attribute)
             and ast.unparse(name.func) == "MetricName.failed"
         )
-        assert member or failed, f"{file}: add_metric(name={ast.unparse(name)}) is not a MetricName"
+        assert member or failed, f"{file}: emit({ast.unparse(name)}) is not a MetricName"
 
 
 def test_every_metric_name_in_the_enum_is_emitted_by_the_code() -> None:
     from handler.observability import MetricName
 
-    # GIVEN the names the add_metric calls use, the failure classes, and the handlers' cold start metric
-    used = {ast.unparse(name).removeprefix("MetricName.") for _, name in add_metric_names()}
+    # GIVEN the names the emit calls use, the failure classes, and the handlers' cold start metric
+    used = {ast.unparse(name).removeprefix("MetricName.") for _, name in emitted_names()}
     failed = {f"Failed{kind}" for kind in failure_classes()}
     cold_start = any(
         "capture_cold_start_metric=True" in path.read_text(encoding="utf-8") for path in HANDLER_SOURCE.glob("*.py")

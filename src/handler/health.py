@@ -21,7 +21,6 @@ from dataclasses import replace
 from functools import cache
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.circuit_breaker import (
     CircuitBreakerConfig,
     CircuitBreakerOpenError,
@@ -37,7 +36,7 @@ from aws_lambda_powertools.utilities.circuit_breaker.persistence.base import Cir
 
 from handler import aws_clients, settings
 from handler.errors import ZegoCircuitOpen
-from handler.observability import MetricName, logger, metrics, metrics_lock
+from handler.observability import MetricName, emit, logger
 from handler.ports import AlwaysCall, Health, ZegoUnwell
 
 if TYPE_CHECKING:
@@ -100,14 +99,13 @@ def _announce(transition: CircuitTransition) -> None:
             "opened_at": transition.opened_at,
         },
     )
-    with metrics_lock:
-        match to_state:
-            case CircuitState.OPEN:
-                metrics.add_metric(name=MetricName.ZEGO_CIRCUIT_OPEN, unit=MetricUnit.Count, value=1)
-            case CircuitState.HALF_OPEN:
-                metrics.add_metric(name=MetricName.ZEGO_CIRCUIT_HALF_OPEN, unit=MetricUnit.Count, value=1)
-            case CircuitState.CLOSED:
-                metrics.add_metric(name=MetricName.ZEGO_CIRCUIT_CLOSED, unit=MetricUnit.Count, value=1)
+    match to_state:
+        case CircuitState.OPEN:
+            emit(MetricName.ZEGO_CIRCUIT_OPEN, 1)
+        case CircuitState.HALF_OPEN:
+            emit(MetricName.ZEGO_CIRCUIT_HALF_OPEN, 1)
+        case CircuitState.CLOSED:
+            emit(MetricName.ZEGO_CIRCUIT_CLOSED, 1)
 
 
 class FleetCircuitStore(CircuitBreakerDynamoDBPersistence):
@@ -177,8 +175,7 @@ def _store_failed(operation: str, error: Exception) -> None:
         "ZEGO circuit store failed: this environment keeps the circuit on its own",
         extra={"operation": operation, "error": type(error).__name__},
     )
-    with metrics_lock:
-        metrics.add_metric(name=MetricName.ZEGO_CIRCUIT_STORE_ERRORS, unit=MetricUnit.Count, value=1)
+    emit(MetricName.ZEGO_CIRCUIT_STORE_ERRORS, 1)
 
 
 def _now() -> int:

@@ -14,14 +14,14 @@ from enum import StrEnum
 from typing import ParamSpec, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_xray_sdk import global_sdk_config
 
 logger = Logger()
 # Only botocore is patched: X-Ray's httplib patch would record the signed ZEGO URL (nonce and signature) in traces.
 tracer = Tracer(patch_modules=["botocore"])
 metrics = Metrics()
-metrics_lock = threading.Lock()
-"""Held around add_metric on worker threads: Powertools' add_metric is a read-then-write of a dict."""
+_metrics_lock = threading.Lock()
 
 
 class MetricName(StrEnum):
@@ -65,6 +65,16 @@ class MetricName(StrEnum):
     def failed(cls, failure_class: str) -> MetricName:
         """The metric counting one failure class; raises ValueError for a class without one."""
         return cls(f"Failed{failure_class}")
+
+
+def emit(name: MetricName, value: float, unit: MetricUnit = MetricUnit.Count) -> None:
+    """Add `value` to metric `name`: the one way the function emits a metric, from any thread.
+
+    The calls of a batch run on worker threads, and Powertools' add_metric reads its dict, appends, and may flush
+    it when a metric reaches 100 values: two threads at once would lose values.
+    """
+    with _metrics_lock:
+        metrics.add_metric(name=name, unit=unit, value=value)
 
 
 Params = ParamSpec("Params")

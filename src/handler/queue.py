@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -37,7 +36,7 @@ from handler.deadline import Deadline
 from handler.errors import KickoutError, OutOfTime, SecretUnavailable, ZegoRefused, ZegoUnavailable
 from handler.kickout import Group, coalesce
 from handler.models import KickoutRequest, KickoutResult, describe_invalid
-from handler.observability import MetricName, in_current_trace, logger, metrics
+from handler.observability import MetricName, emit, in_current_trace, logger
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import (
@@ -173,7 +172,7 @@ def _count_calls_per_user(results: Sequence[KickoutResult]) -> None:
     users = sum(len(result.kicked_user_ids) + len(result.absent_user_ids) for result in results)
     if users:
         calls = len({request_id for result in results for request_id in result.request_ids})
-        metrics.add_metric(name=MetricName.ZEGO_CALLS_PER_USER, unit=MetricUnit.Count, value=calls / users)
+        emit(MetricName.ZEGO_CALLS_PER_USER, calls / users)
 
 
 def defer_unreached(records: Sequence[SQSRecord], outcomes: Mapping[str, Outcome]) -> dict[str, Outcome]:

@@ -9,13 +9,12 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from handler import aws_clients, settings
 from handler.deadline import Deadline
 from handler.errors import OutOfTime
-from handler.observability import MetricName, logger, metrics, metrics_lock
+from handler.observability import MetricName, emit, logger
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import ChangeMessageVisibilityBatchRequestEntryTypeDef, MessageAttributeValueTypeDef
@@ -49,7 +48,7 @@ def park_or_say_why(record: SQSRecord, reason: str, detail: str, deadline: Deadl
     try:
         park(record, reason, detail, deadline)
     except Exception as error:
-        metrics.add_metric(name=MetricName.PARKING_FAILED, unit=MetricUnit.Count, value=1)
+        emit(MetricName.PARKING_FAILED, 1)
         logger.error(
             "parking failed: the message stays in the queue",
             extra={
@@ -110,10 +109,9 @@ def hide(records: Sequence[SQSRecord], deadline: Deadline) -> None:
         except Exception as error:
             logger.warning("backoff failed", extra={"error": type(error).__name__, "messages": len(entries)})
             refused = len(entries)
-        with metrics_lock:
-            metrics.add_metric(name=MetricName.MESSAGES_BACKED_OFF, unit=MetricUnit.Count, value=len(entries) - refused)
-            if refused:
-                metrics.add_metric(name=MetricName.BACKOFF_FAILED, unit=MetricUnit.Count, value=refused)
+        emit(MetricName.MESSAGES_BACKED_OFF, len(entries) - refused)
+        if refused:
+            emit(MetricName.BACKOFF_FAILED, refused)
 
 
 def _queue_url(queue_arn: str) -> str:

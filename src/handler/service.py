@@ -21,8 +21,7 @@ from handler.deadline import Deadline
 from handler.errors import OutOfTime, SecretUnavailable, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
 from handler.kickout import carry_out
 from handler.models import KickoutRequest, KickoutResult, describe_invalid
-from handler.observability import MetricName, logger, metrics, tracer
-from handler.observability import metrics_lock as _metrics_lock
+from handler.observability import MetricName, emit, logger, tracer
 from handler.pacing import Pacer
 from handler.ports import HttpReply, RateGate
 from handler.secret import read_server_secret
@@ -70,9 +69,8 @@ def send_calls(request: KickoutRequest, deadline: Deadline, lane: Lane) -> Kicko
         health=health.zego_health(),
     )
     result = carry_out(request, client.call)
-    with _metrics_lock:
-        for call in result.calls:
-            metrics.add_metric(name=MetricName.USERS_PER_CALL, unit=MetricUnit.Count, value=len(call.user_ids))
+    for call in result.calls:
+        emit(MetricName.USERS_PER_CALL, len(call.user_ids))
     return result
 
 
@@ -102,16 +100,15 @@ def forget_budget() -> None:
 
 
 def _observe_budget(event: str, value: float) -> None:
-    with _metrics_lock:
-        match event:
-            case "slot_wait":
-                metrics.add_metric(name=MetricName.BUDGET_WAIT, unit=MetricUnit.Milliseconds, value=value * 1000)
-            case "store_calls":
-                metrics.add_metric(name=MetricName.BUDGET_STORE_CALLS, unit=MetricUnit.Count, value=value)
-            case "stale_slot":
-                metrics.add_metric(name=MetricName.BUDGET_SLOTS_DROPPED, unit=MetricUnit.Count, value=value)
-            case "store_error":
-                metrics.add_metric(name=MetricName.BUDGET_STORE_ERRORS, unit=MetricUnit.Count, value=value)
+    match event:
+        case "slot_wait":
+            emit(MetricName.BUDGET_WAIT, value * 1000, MetricUnit.Milliseconds)
+        case "store_calls":
+            emit(MetricName.BUDGET_STORE_CALLS, value)
+        case "stale_slot":
+            emit(MetricName.BUDGET_SLOTS_DROPPED, value)
+        case "store_error":
+            emit(MetricName.BUDGET_STORE_ERRORS, value)
     if event == "store_error":
         logger.warning(
             "rate budget store unavailable: pacing this environment alone",
@@ -128,10 +125,10 @@ def audit_fields(request: KickoutRequest, **context: object) -> dict[str, object
 
 def record_success(result: KickoutResult, audit: Mapping[str, object]) -> None:
     """The audit line of a kickout, and its counts."""
-    metrics.add_metric(name=MetricName.KICKOUT_REQUESTS, unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name=MetricName.USERS_KICKED, unit=MetricUnit.Count, value=len(result.kicked_user_ids))
+    emit(MetricName.KICKOUT_REQUESTS, 1)
+    emit(MetricName.USERS_KICKED, len(result.kicked_user_ids))
     if result.absent_user_ids:
-        metrics.add_metric(name=MetricName.USERS_ABSENT, unit=MetricUnit.Count, value=len(result.absent_user_ids))
+        emit(MetricName.USERS_ABSENT, len(result.absent_user_ids))
     logger.info(
         "kickout done",
         extra={
@@ -147,8 +144,7 @@ def record_success(result: KickoutResult, audit: Mapping[str, object]) -> None:
 
 def record_deferred(audit: Mapping[str, object], **fields: str) -> None:
     """A queue message its invocation had no time or budget slot for, sent again to the queue."""
-    with _metrics_lock:
-        metrics.add_metric(name=MetricName.MESSAGES_DEFERRED, unit=MetricUnit.Count, value=1)
+    emit(MetricName.MESSAGES_DEFERRED, 1)
     logger.info("kickout deferred", extra={**audit, "outcome": "deferred", **fields})
 
 
@@ -188,8 +184,8 @@ def record_invalid(detail: str, audit: Mapping[str, object]) -> None:
 
 
 def _record(kind: str, detail: str, audit: Mapping[str, object], reply: zim.Reply | None) -> None:
-    metrics.add_metric(name=MetricName.KICKOUT_REQUESTS, unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name=MetricName.failed(kind), unit=MetricUnit.Count, value=1)
+    emit(MetricName.KICKOUT_REQUESTS, 1)
+    emit(MetricName.failed(kind), 1)
     logger.warning(
         "kickout failed",
         extra={
@@ -210,7 +206,5 @@ def _send_traced(url: str, timeout: float) -> HttpReply:
             return transport.send(url, timeout)
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000
-            # The calls of a batch run on threads, and Powertools' add_metric is a read-then-write of a dict.
-            with _metrics_lock:
-                metrics.add_metric(name=MetricName.ZEGO_LATENCY, unit=MetricUnit.Milliseconds, value=elapsed_ms)
-                metrics.add_metric(name=MetricName.ZEGO_CALLS, unit=MetricUnit.Count, value=1)
+            emit(MetricName.ZEGO_LATENCY, elapsed_ms, MetricUnit.Milliseconds)
+            emit(MetricName.ZEGO_CALLS, 1)
