@@ -56,6 +56,10 @@ def create_kickout(request: KickoutRequest) -> KickoutResult:
 
 def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.set_correlation_id(event.get("requestContext", {}).get("requestId"))
+    if (event.get("httpMethod"), event.get("path")) != ("POST", KICKOUTS_PATH):
+        # The method and path are decided before the body is read: the resolver answers 405 or 404, whatever the
+        # body holds (a GET with the body `null` is a method error, not a body error).
+        return app.resolve(event, context)
     try:
         checked = api_request.checked(event)
     except api_request.Refused as refused:

@@ -5,6 +5,7 @@ Every test runs against the ZIM stand-in on 127.0.0.1 (it checks signatures) wit
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -270,11 +271,19 @@ def test_unknown_route_answers_404(invoke: Invoke, box: Sandbox, printed: Printe
 def test_other_methods_on_kickouts_answer_405_with_allow_post(
     invoke: Invoke, box: Sandbox, printed: Printed, subtests: pytest.Subtests
 ) -> None:
-    for method in ["GET", "PUT", "DELETE", "PATCH"]:
-        with subtests.test(method=method):
-            # GIVEN /kickouts called with another method
+    bodies = {
+        "no body": None,
+        "empty": "",
+        "JSON null": "null",
+        "an array": "[]",
+        "not JSON": "{nope",
+        "a kickout": json.dumps({"room_id": "lobby-7", "user_ids": ["spammer_01"]}),
+    }
+    for method, (name, body) in itertools.product(["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"], bodies.items()):
+        with subtests.test(method=method, body=name):
+            # GIVEN /kickouts called with another method, whatever its body
             # WHEN it arrives
-            response = invoke(api_event(None, method=method))
+            response = invoke(api_event(body, method=method))
 
             # THEN 405 with Allow: POST
             assert response["statusCode"] == 405
