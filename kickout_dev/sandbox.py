@@ -73,7 +73,7 @@ class Sandbox:
 
     def deferred(self) -> list[dict[str, Any]]:
         """Every message the function sent again to the kickout queue, once its delay is over; received and deleted."""
-        from handler.queue import DEFER_DELAY_SECONDS
+        from handler.redelivery import DEFER_DELAY_SECONDS
 
         time.sleep(DEFER_DELAY_SECONDS + 0.1)
         return self._drain(self.queue_url)

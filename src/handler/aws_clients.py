@@ -45,11 +45,11 @@ class CallBounds:
         return self.attempts * (self.connect + self.read) + backoff
 
 
-SECRETS_MANAGER: Final = CallBounds(connect=1.0, read=2.0, attempts=2)
-"""Read once per environment and every 5 minutes: a retry is worth its time."""
+SECRETS_MANAGER: Final = CallBounds(connect=0.5, read=1.0, attempts=2)
+"""Read once per environment and every 5 minutes (GetSecretValue answers in tens of ms): a retry is worth its time."""
 DYNAMODB: Final = CallBounds(connect=1.0, read=1.0, attempts=2)
 """The budget's bookings and ZEGO's circuit: single-item calls that take milliseconds when DynamoDB is well."""
-SQS: Final = CallBounds(connect=1.0, read=1.0, attempts=1)
+SQS: Final = CallBounds(connect=0.5, read=1.0, attempts=1)
 """Parking, backoff and deferral, in batches: entries SQS refuses are retried by the caller when time allows, so the
 client does not retry on its own and one call's worst case stays small enough to keep back at a batch's end."""
 

@@ -3,8 +3,8 @@
 - done, or nothing left to do (room gone, user not in room): acknowledged;
 - invalid payload or a permanent ZEGO refusal: parked in KICKOUT_DLQ_URL with the reason, then acknowledged;
 - not reached before the invocation's deadline (a large batch, ZEGO's budget busy): sent again to the queue
-  with a short delay, attribute `SourceMessageId` naming the original, then acknowledged: a healthy backlog
-  never spends a receive toward the DLQ;
+  with a short delay, attribute `SourceMessageId` naming the original (its other attributes and its sender
+  kept), then acknowledged: a healthy backlog never spends a receive toward the DLQ;
 - anything that may succeed later (ZEGO busy or rate limited, timeouts, the secret unreadable, a DLQ that
   cannot be reached): reported in batchItemFailures, so SQS delivers it again. When ZEGO or Secrets Manager
   was the cause (ZEGO down, failing, its circuit open), the message is first hidden for longer the more often
@@ -12,7 +12,9 @@
 
 A batch is settled before Powertools walks it: messages for the same room, reason and operator are merged
 into one ZEGO call, and the calls of a batch run concurrently on the shared pool, paced to this
-environment's share of ZEGO's rate limit. Powertools then applies each message's outcome.
+environment's share of ZEGO's rate limit. What is not simply acknowledged is then deferred, parked or hidden
+in SQS batch calls side by side (redelivery), in the time kept back for it, and Powertools applies each message's
+outcome.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from handler import aws_clients, redelivery, service, settings, transport, zim
@@ -39,21 +40,21 @@ from handler.models import KickoutRequest, KickoutResult, describe_invalid
 from handler.observability import MetricName, emit, in_current_trace, logger
 
 if TYPE_CHECKING:
-    from mypy_boto3_sqs.type_defs import (
-        SendMessageBatchRequestEntryTypeDef,
-    )
+    pass
 
 # An all-failed batch is returned as such rather than raised: raising would hand back messages already parked.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 _workers = ThreadPoolExecutor(max_workers=transport.POOL_SIZE, thread_name_prefix="kickout")
 
-DEFER_SECONDS_RESERVED = 1.0
-"""Kept free at the end of a batch's calls to send again what they did not reach."""
-DEFER_DELAY_SECONDS = 1
-"""A deferred message is visible again this soon: to whichever environment has time for it."""
+RETURN_MARGIN = 0.5
+"""Left of the invocation when the handler returns, whatever SQS, DynamoDB or ZEGO did."""
+AUDIT_SECONDS_PER_RECORD = 0.001
+"""Kept for each record's audit line, outcome and metrics at the end: about 70 µs of a full core each, measured,
+so 1 ms at a 256 MB function's seventh of a vCPU, with room to spare."""
+BOOKKEEPING_SECONDS = aws_clients.SQS.worst_seconds
+"""Kept free after the batch's calls: deferring, parking and hiding go out side by side, one round of SQS calls."""
 MAX_DEFERRALS = 30
 """A message deferred this often goes back to SQS the usual way instead (a receive toward the DLQ)."""
-SQS_BATCH = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,31 +80,26 @@ class Failed:
     error: Exception
 
 
-@dataclass(frozen=True, slots=True)
-class Deferred:
-    """Not reached before the deadline, and sent again to the queue as message `deferred_as`."""
-
-    request: KickoutRequest
-    deferred_as: str
+Outcome = Invalid | Done | Failed
+"""What became of one message's kickout (deferred, parked or hidden after that: redelivery)."""
 
 
-Outcome = Invalid | Done | Failed | Deferred
-"""What became of one message."""
+class NotParked(Exception):
+    """A message to park could not be parked: reported failed, so SQS keeps it."""
 
 
 def handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     records = [SQSRecord(raw) for raw in event.get("Records", [])]
     deadline = service.deadline_of(context)
-    outcomes = settle(records, deadline.less(DEFER_SECONDS_RESERVED))
-    outcomes |= defer_unreached(records, outcomes)
-    response = process_partial_response(
+    closing = deadline.less(RETURN_MARGIN + AUDIT_SECONDS_PER_RECORD * len(records))
+    outcomes = settle(records, closing.less(BOOKKEEPING_SECONDS))
+    redelivered = redelivery.redeliver(redelivery_plan(records, outcomes), closing, _workers)
+    return process_partial_response(
         event=event,
-        record_handler=partial(apply_outcome, outcomes, deadline),
+        record_handler=partial(apply_outcome, outcomes, redelivered),
         processor=processor,
         context=context,
     )
-    back_off(records, outcomes, {str(item["itemIdentifier"]) for item in response["batchItemFailures"]}, deadline)
-    return response
 
 
 def settle(records: Sequence[SQSRecord], deadline: Deadline) -> dict[str, Outcome]:
@@ -175,118 +171,55 @@ def _count_calls_per_user(results: Sequence[KickoutResult]) -> None:
         emit(MetricName.ZEGO_CALLS_PER_USER, calls / users)
 
 
-def defer_unreached(records: Sequence[SQSRecord], outcomes: Mapping[str, Outcome]) -> dict[str, Outcome]:
-    """Send again, with a short delay, the messages whose calls found no time or budget slot before the deadline.
+def redelivery_plan(records: Sequence[SQSRecord], outcomes: Mapping[str, Outcome]) -> redelivery.Plan:
+    """Which messages to defer, park or hide, by their outcome.
 
-    ZEGO was not asked about them (or only about some of their users: kicking again is harmless), so they are no
-    failure: reported failed, each would wait out its visibility timeout and spend a receive toward the DLQ.
+    Deferred: no time or budget slot was left for them, so ZEGO was not asked (or only about some of their users:
+    kicking again is harmless); reported failed instead, each would wait out its visibility timeout and spend a
+    receive toward the DLQ. Hidden: ZEGO or Secrets Manager failed them, so the next try waits for their backoff;
+    the others that fail keep the queue's visibility timeout (a message that found no time may go at once).
     """
-    unreached = [
-        record for record in records if _out_of_time(outcomes[record.message_id]) and _deferrals(record) < MAX_DEFERRALS
-    ]
-    queue_url = settings.current().queue_url if unreached else None
-    if queue_url is None:
-        return {}
-    chunks = [unreached[start : start + SQS_BATCH] for start in range(0, len(unreached), SQS_BATCH)]
-    deferred: dict[str, Outcome] = {}
-    for sent in _workers.map(partial(_send_again, queue_url), chunks):
-        deferred |= {key: Deferred(_request_of(outcomes[key]), deferred_as=new_id) for key, new_id in sent.items()}
-    return deferred
+    defer: list[SQSRecord] = []
+    park: list[redelivery.Parking] = []
+    hide: list[SQSRecord] = []
+    for record in records:
+        match outcomes[record.message_id]:
+            case Invalid(error=invalid):
+                park.append(redelivery.Parking(record, "invalid_payload", describe_invalid(invalid)))
+            case Failed(error=ZegoRefused() as refused):
+                park.append(redelivery.Parking(record, "zego_refused", str(refused)))
+            case Failed(error=OutOfTime()):
+                if redelivery.deferrals(record) < MAX_DEFERRALS:
+                    defer.append(record)
+            case Failed(error=ZegoUnavailable() | SecretUnavailable()):
+                hide.append(record)
+    return redelivery.Plan(defer=defer, park=park, hide=hide)
 
 
-def _out_of_time(outcome: Outcome) -> bool:
-    match outcome:
-        case Failed(error=OutOfTime()):
-            return True
-    return False
-
-
-def _request_of(outcome: Outcome) -> KickoutRequest:
-    match outcome:
-        case Done(request=request) | Failed(request=request) | Deferred(request=request):
-            return request
-    raise ValueError("an invalid payload holds no request")
-
-
-def _send_again(queue_url: str, records: Sequence[SQSRecord]) -> dict[str, str]:
-    """Original message id -> the new one, for those SQS took (the others go back to SQS as failed)."""
-    entries: list[SendMessageBatchRequestEntryTypeDef] = [
-        {
-            "Id": str(index),
-            "MessageBody": record.body,
-            "DelaySeconds": DEFER_DELAY_SECONDS,
-            "MessageAttributes": {
-                "SourceMessageId": {"DataType": "String", "StringValue": redelivery.source_message_id(record)},
-                "KickoutDeferrals": {"DataType": "Number", "StringValue": str(_deferrals(record) + 1)},
-            },
-        }
-        for index, record in enumerate(records)
-    ]
-    try:
-        answer = aws_clients.sqs().send_message_batch(QueueUrl=queue_url, Entries=entries)
-    except (BotoCoreError, ClientError) as error:
-        logger.warning("deferring messages failed: they go back to SQS", extra={"error": type(error).__name__})
-        return {}
-    return {records[int(entry["Id"])].message_id: entry["MessageId"] for entry in answer.get("Successful", [])}
-
-
-def _deferrals(record: SQSRecord) -> int:
-    attribute = record.message_attributes["KickoutDeferrals"]
-    try:
-        return int(attribute.string_value or 0) if attribute is not None else 0
-    except ValueError:
-        return 0
-
-
-def apply_outcome(outcomes: Mapping[str, Outcome], deadline: Deadline, record: SQSRecord) -> None:
-    """Audit the message, and park it or raise (Powertools reports it failed) as its outcome requires."""
-    outcome = outcomes[record.message_id]
-    attributes = record.raw_event.get("attributes") or {}
+def apply_outcome(outcomes: Mapping[str, Outcome], redelivered: redelivery.Redelivered, record: SQSRecord) -> None:
+    """Audit the message, and raise (Powertools reports it failed) unless it is done, deferred or parked."""
     delivery = {
         "message_id": record.message_id,
         "receive_count": redelivery.receive_count(record),
-        # The IAM principal (or account) that sent the message, as SQS recorded it.
-        "sender_id": attributes.get("SenderId"),
+        # The IAM principal (or account) that sent the message, as SQS recorded it (the original's, if deferred).
+        "sender_id": redelivery.sender_id(record),
     }
-    match outcome:
+    match outcomes[record.message_id]:
         case Invalid(error=invalid):
             service.record_failure(invalid, delivery)
-            redelivery.park_or_say_why(record, "invalid_payload", describe_invalid(invalid), deadline)
-        case Deferred(request=request, deferred_as=deferred_as):
+            if record.message_id not in redelivered.parked:
+                raise NotParked("the invalid message could not be parked")
+        case Done(request=request, result=result):
+            service.record_success(result, service.audit_fields(request, **delivery))
+        case Failed(request=request) if record.message_id in redelivered.deferred:
             service.record_deferred(
                 service.audit_fields(request, **delivery),
                 source_message_id=redelivery.source_message_id(record),
-                deferred_as=deferred_as,
+                deferred_as=redelivered.deferred[record.message_id],
             )
-        case Done(request=request, result=result):
-            service.record_success(result, service.audit_fields(request, **delivery))
         case Failed(request=request, error=error):
             service.record_failure(error, service.audit_fields(request, **delivery))
             if not isinstance(error, ZegoRefused):
                 raise error
-            redelivery.park_or_say_why(record, "zego_refused", str(error), deadline)
-
-
-def back_off(
-    records: Sequence[SQSRecord],
-    outcomes: Mapping[str, Outcome],
-    failed: set[str],
-    deadline: Deadline,
-) -> None:
-    """Hide each failed message that ZEGO (or Secrets Manager) failed for its backoff (redelivery.hide).
-
-    The others keep the queue's visibility timeout: a message that found no time or pacing slot in this invocation
-    may go at once in the next.
-    """
-    redelivery.hide(
-        [record for record in records if record.message_id in failed and _zego_failed(outcomes.get(record.message_id))],
-        deadline,
-    )
-
-
-def _zego_failed(outcome: Outcome | None) -> bool:
-    """ZEGO (or Secrets Manager, which the call needs) failed the message: worth waiting before the next receive."""
-    match outcome:
-        case Failed(error=ZegoUnavailable() | SecretUnavailable()):
-            return True
-    return False
+            if record.message_id not in redelivered.parked:
+                raise NotParked("the refused message could not be parked")
