@@ -382,8 +382,6 @@ class Backend:
             queue_url=self.queue_url,
             rate_limit_per_second=defaults.zego_limit,
         )
-        if "KICKOUT_FALLBACK_RATE_PER_SECOND" not in defaults.variables:
-            del env["KICKOUT_FALLBACK_RATE_PER_SECOND"]  # the function's own default, as the template leaves it
         # The template's own values (the log level, the fallback pace, ...) for all but where things are.
         env.update({name: text for name, text in defaults.variables.items() if name not in WIRED})
         env.update(

@@ -139,7 +139,8 @@ def function_environment(
         "KICKOUT_QUEUE_URL": queue_url,
         "KICKOUT_STATE_TABLE": STATE_TABLE,
         "ZEGO_RATE_LIMIT_PER_SECOND": str(rate_limit_per_second),
-        "KICKOUT_FALLBACK_RATE_PER_SECOND": str(rate_limit_per_second / 10),
+        # Ten environments at most: alone, each paces itself at a tenth of the budget while its table fails.
+        "KICKOUT_RESERVED_CONCURRENCY": "10",
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import re
 import shlex
@@ -344,17 +345,39 @@ def test_zegos_limit_is_one_budget_the_function_learns_with_its_table(template: 
     assert not any("Rate" in name and "Environment" in name and "Fallback" not in name for name in variables)
 
 
-def test_the_fallback_pace_keeps_ten_environments_under_zegos_limit_while_the_table_is_unreachable(
-    template: Template,
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"QueueMaximumConcurrency": 50},
+        {"ApiThrottlingRateLimit": 100, "ApiThrottlingBurstLimit": 200},
+        {"ReservedConcurrency": 7},
+        {"ZegoRateLimitPerSecond": 5, "QueueMaximumConcurrency": 1000},
+    ],
+    ids=["defaults", "a wide queue", "a busy API", "reserved", "a low limit"],
+)
+def test_the_fallback_pace_keeps_every_environment_that_can_run_under_zegos_limit_together(
+    template: Template, overrides: dict[str, float]
 ) -> None:
-    defaults = {name: parameter.get("Default") for name, parameter in template["Parameters"].items()}
-    environments = 10  # the queue's 2 and the API's, with room to spare at the stage's default throttle
-    assert environments >= defaults["QueueMaximumConcurrency"] + defaults["ApiThrottlingBurstLimit"]
-    assert environments * defaults["BudgetFallbackRatePerEnvironment"] <= defaults["ZegoRateLimitPerSecond"] * (
-        1 - MARGIN
-    )
+    from handler.service import fallback_rate_per_second
+    from handler.settings import settings_from
+
+    # GIVEN the function's environment as the template sets it, with its parameters' defaults or these
+    parameters = {name: parameter.get("Default") for name, parameter in template["Parameters"].items()}
+    parameters |= {"ZegoAppId": 1, "ZegoSecretArn": "arn:aws:secretsmanager:eu-central-1:1:secret:s", **overrides}
     variables = function_setting(template, "Environment")["Variables"]
-    assert variables["KICKOUT_FALLBACK_RATE_PER_SECOND"] == {"Ref": "BudgetFallbackRatePerEnvironment"}
+    environ = {
+        name: str(parameters[value["Ref"]])
+        for name, value in variables.items()
+        if isinstance(value, dict) and value.get("Ref") in parameters
+    }
+    config = settings_from({**environ, "KICKOUT_STATE_TABLE": "kickout-state"})
+    # AND the most environments that can run at once, reckoned from the parameters here, apart from the code
+    reserved = int(parameters["ReservedConcurrency"])
+    api = int(parameters["ApiThrottlingBurstLimit"]) + math.ceil(float(parameters["ApiThrottlingRateLimit"]) * 28)
+    most = reserved or int(parameters["QueueMaximumConcurrency"]) + api
+    # THEN so many environments, each pacing itself alone while the table is unreachable, stay within the budget
+    assert most * fallback_rate_per_second(config) <= float(parameters["ZegoRateLimitPerSecond"]) * (1 - MARGIN) + 1e-9
 
 
 def test_the_budget_table_is_on_demand_encrypted_and_reaped_by_ttl(template: Template) -> None:
@@ -741,6 +764,27 @@ def test_alarms_on_custom_metrics_watch_metrics_the_code_emits(template: Templat
         )
 
 
+@pytest.mark.parametrize(
+    ("metric", "alarm_id"), [("ParkingFailed", "ParkingFailedAlarm"), ("BackoffFailed", "BackoffFailedAlarm")]
+)
+def test_a_broken_delivery_guarantee_alarms_in_the_first_minute_it_happens(
+    template: Template, metric: str, alarm_id: str
+) -> None:
+    # GIVEN a metric whose every count is a message that did not get the handling docs/failure-handling.md plans
+    alarm = resource(template, alarm_id, "AWS::CloudWatch::Alarm")
+    # THEN its alarm watches it, sums it per minute, and fires on the first minute that is not zero
+    assert alarm["MetricName"] == metric
+    assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Sum", 60, 1)
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    # AND the dashboard charts the metric beside its twin
+    failures = [
+        widget
+        for widget in dashboard(template)["widgets"]
+        if ["Kickout", "ParkingFailed"] in [line[:2] for line in widget["properties"].get("metrics", [])]
+    ]
+    assert ["Kickout", metric] in [line[:2] for widget in failures for line in widget["properties"]["metrics"]]
+
+
 def test_error_rate_alarm_fires_above_5_percent_of_invocations_over_5_minutes(template: Template) -> None:
     alarm = resource(template, "FunctionErrorRateAlarm", "AWS::CloudWatch::Alarm")
     queries = {query["Id"]: query for query in alarm["Metrics"]}
@@ -975,25 +1019,46 @@ def test_each_queue_refuses_requests_made_without_tls(template: Template, logica
     assert len(denials) == 1
 
 
+STACK_UUID = {"StackUuid": {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}}
+"""The unique part of the stack's id: the same for the stack's whole life, new for a stack deployed again."""
+
+
 def test_the_dead_letter_queue_admits_as_source_only_the_queues_that_redrive_to_it(template: Template) -> None:
     # GIVEN the queues whose RedrivePolicy names the DLQ, and the ARN each will have (from its QueueName)
     sources = []
     for logical_id in QUEUES:
         queue = resource(template, logical_id, "AWS::SQS::Queue")
         if queue.get("RedrivePolicy", {}).get("deadLetterTargetArn") == get_att("KickoutDeadLetterQueue", "Arn"):
-            name = queue["QueueName"]["Fn::Sub"]
-            sources.append({"Fn::Sub": f"arn:${{AWS::Partition}}:sqs:${{AWS::Region}}:${{AWS::AccountId}}:{name}"})
+            name, variables = queue["QueueName"]["Fn::Sub"]
+            arn = f"arn:${{AWS::Partition}}:sqs:${{AWS::Region}}:${{AWS::AccountId}}:{name}"
+            sources.append({"Fn::Sub": [arn, variables]})
     assert sources
     # THEN the DLQ's RedriveAllowPolicy lists exactly those
     dlq = resource(template, "KickoutDeadLetterQueue", "AWS::SQS::Queue")
     assert dlq["RedriveAllowPolicy"] == {"redrivePermission": "byQueue", "sourceQueueArnList": sources}
 
 
-def test_the_named_queue_fits_sqs_80_character_limit_for_each_samconfig_stack(template: Template) -> None:
-    name = resource(template, "KickoutQueue", "AWS::SQS::Queue")["QueueName"]["Fn::Sub"]
-    for environment_name, config in samconfig_environments().items():
-        stack_name = config["global"]["parameters"]["stack_name"]
-        assert len(name.replace("${AWS::StackName}", stack_name)) <= 80, environment_name
+def test_the_named_queue_is_named_after_the_stacks_id_so_a_stack_deployed_again_does_not_collide(
+    template: Template,
+) -> None:
+    # GIVEN the queue's name: it must be known before the queue exists (the DLQ admits it by ARN), yet a stack
+    # deleted and deployed again must not find its name taken by the queue the old stack kept (DeletionPolicy)
+    name, variables = resource(template, "KickoutQueue", "AWS::SQS::Queue")["QueueName"]["Fn::Sub"]
+    # THEN it holds the stack id's unique part, not the stack's name, and fits SQS's 80 characters
+    assert variables == STACK_UUID
+    assert "AWS::StackName" not in name
+    assert len(name.replace("${StackUuid}", "0" * 36)) <= 80
+
+
+@pytest.mark.parametrize(
+    "logical_id", ["KickoutQueue", "KickoutDeadLetterQueue", "KickoutFunctionLogGroup", "KickoutApiAccessLogGroup"]
+)
+def test_what_holds_kickouts_or_the_audit_trail_outlives_the_stack(template: Template, logical_id: str) -> None:
+    # GIVEN a resource whose loss would lose kickouts not yet done, parked ones, or who ordered a kick
+    declared = template["Resources"][logical_id]
+    # THEN neither deleting the stack nor replacing the resource deletes it
+    assert declared["DeletionPolicy"] == "Retain"
+    assert declared["UpdateReplacePolicy"] == "Retain"
 
 
 SECRET_ARN = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:kickout/zego-server-secret-AbCdEf"

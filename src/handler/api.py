@@ -24,11 +24,9 @@ from handler.errors import (
 )
 from handler.models import CallReport, KickoutRequest, KickoutResult, field_problems
 from handler.observability import logger
-from handler.settings import ConfigurationError
+from handler.settings import API_DEADLINE_SECONDS, ConfigurationError
 
 KICKOUTS_PATH = "/kickouts"
-API_DEADLINE_SECONDS = 28.0
-"""API Gateway gives up on an integration after 29 s, whatever the function's own timeout: answer before it."""
 RATE_LIMITED_RETRY_AFTER_SECONDS = 1
 """ZEGO's limit is per second: a second later the budget is back."""
 

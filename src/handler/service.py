@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from handler import aws_clients, health, settings, transport, zim
-from handler.budget import FleetBudget, Lane
+from handler.budget import MARGIN, FleetBudget, Lane
 from handler.deadline import Deadline
 from handler.errors import OutOfTime, SecretUnavailable, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
 from handler.kickout import carry_out
@@ -90,7 +90,13 @@ def budget(lane: Lane) -> RateGate:
 @cache
 def _local_pace() -> Pacer:
     """The pace both lanes share while the budget's store fails: this environment's safe share, alone."""
-    return Pacer(share=settings.current().fallback_rate_per_second)
+    return Pacer(share=fallback_rate_per_second(settings.current()))
+
+
+def fallback_rate_per_second(config: settings.Settings) -> float:
+    """This environment's pace alone: the fleet's whole budget shared by the most environments that can run at once,
+    so that together they stay under ZEGO's limit however many run (docs/failure-handling.md)."""
+    return config.zego_rate_limit * (1 - MARGIN) / config.max_environments
 
 
 def forget_budget() -> None:
@@ -112,7 +118,7 @@ def _observe_budget(event: str, value: float) -> None:
     if event == "store_error":
         logger.warning(
             "rate budget store unavailable: pacing this environment alone",
-            extra={"fallback_rate_per_second": settings.current().fallback_rate_per_second},
+            extra={"fallback_rate_per_second": fallback_rate_per_second(settings.current())},
         )
 
 

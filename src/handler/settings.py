@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from functools import cache
@@ -12,10 +13,10 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_ENDPOINT = "https://zim-api.zego.im/"
-DEFAULT_FALLBACK_RATE_PER_SECOND = 1.9
-"""This environment's pace while the budget's store fails: x the most environments it may run <= ZEGO's limit."""
 DEFAULT_ZEGO_RATE_LIMIT = 20.0
 """ZEGO's KickoutRoomUser limit per AppId, calls per second."""
+API_DEADLINE_SECONDS = 28.0
+"""API Gateway gives up on an integration after 29 s, whatever the function's own timeout: the API answers before."""
 
 
 class ConfigurationError(Exception):
@@ -53,8 +54,26 @@ class Settings(BaseModel):
     dlq_url: Annotated[str, Field(min_length=1)] | None = None
     queue_url: Annotated[str, Field(min_length=1)] | None = None
     state_table: Annotated[str, Field(min_length=3, max_length=255)]
-    fallback_rate_per_second: Annotated[float, Field(gt=0, le=1000)] = DEFAULT_FALLBACK_RATE_PER_SECOND
     zego_rate_limit: Annotated[float, Field(gt=0, le=1000)] = DEFAULT_ZEGO_RATE_LIMIT
+    # What bounds how many environments run at once (the template's parameters of the same names).
+    queue_maximum_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 2
+    reserved_concurrency: Annotated[int, Field(ge=0, le=100_000)] = 0
+    api_rate_limit: Annotated[float, Field(gt=0, le=100_000)] = 2.0
+    api_burst_limit: Annotated[int, Field(ge=0, le=100_000)] = 2
+
+    @property
+    def max_environments(self) -> int:
+        """The most execution environments of the function that can run at once, from what the template limits.
+
+        Reserved concurrency caps the whole function. Without it, the queue runs at most its event source's
+        MaximumConcurrency, and the API at most as many as the stage's throttle lets requests start within the
+        API's deadline (its burst, then its rate for 28 s): each runs one request at a time. Direct invokes are
+        not bounded by the template; set ReservedConcurrency where they are many (docs/failure-handling.md).
+        """
+        if self.reserved_concurrency:
+            return self.reserved_concurrency
+        api = self.api_burst_limit + math.ceil(self.api_rate_limit * API_DEADLINE_SECONDS)
+        return self.queue_maximum_concurrency + api
 
 
 _VARIABLES = {
@@ -64,8 +83,11 @@ _VARIABLES = {
     "dlq_url": "KICKOUT_DLQ_URL",
     "queue_url": "KICKOUT_QUEUE_URL",
     "state_table": "KICKOUT_STATE_TABLE",
-    "fallback_rate_per_second": "KICKOUT_FALLBACK_RATE_PER_SECOND",
     "zego_rate_limit": "ZEGO_RATE_LIMIT_PER_SECOND",
+    "queue_maximum_concurrency": "KICKOUT_QUEUE_MAXIMUM_CONCURRENCY",
+    "reserved_concurrency": "KICKOUT_RESERVED_CONCURRENCY",
+    "api_rate_limit": "KICKOUT_API_RATE_LIMIT",
+    "api_burst_limit": "KICKOUT_API_BURST_LIMIT",
 }
 
 

@@ -24,7 +24,10 @@ def test_minimal_configuration_uses_the_unified_endpoint() -> None:
         ({"ZEGO_APP_ID": "1"}, "ZEGO_SECRET_ID: is not set"),
         ({"ZEGO_APP_ID": "1", "ZEGO_SECRET_ID": "s"}, "KICKOUT_STATE_TABLE: is not set"),
         ({**MINIMAL, "ZEGO_RATE_LIMIT_PER_SECOND": "0"}, "ZEGO_RATE_LIMIT_PER_SECOND"),
-        ({**MINIMAL, "KICKOUT_FALLBACK_RATE_PER_SECOND": "-1"}, "KICKOUT_FALLBACK_RATE_PER_SECOND"),
+        ({**MINIMAL, "KICKOUT_QUEUE_MAXIMUM_CONCURRENCY": "0"}, "KICKOUT_QUEUE_MAXIMUM_CONCURRENCY"),
+        ({**MINIMAL, "KICKOUT_RESERVED_CONCURRENCY": "-1"}, "KICKOUT_RESERVED_CONCURRENCY"),
+        ({**MINIMAL, "KICKOUT_API_RATE_LIMIT": "0"}, "KICKOUT_API_RATE_LIMIT"),
+        ({**MINIMAL, "KICKOUT_API_BURST_LIMIT": "many"}, "KICKOUT_API_BURST_LIMIT"),
         ({**MINIMAL, "ZEGO_APP_ID": "abc"}, "ZEGO_APP_ID"),
         ({**MINIMAL, "ZEGO_APP_ID": "0"}, "ZEGO_APP_ID"),
         ({**MINIMAL, "ZEGO_APP_ID": str(2**32)}, "ZEGO_APP_ID"),
@@ -53,3 +56,17 @@ def test_plain_http_elsewhere_is_refused(endpoint: str) -> None:
 def test_empty_variables_count_as_unset() -> None:
     with pytest.raises(ConfigurationError, match="ZEGO_APP_ID: is not set"):
         settings_from({**MINIMAL, "ZEGO_APP_ID": ""})
+
+
+@pytest.mark.parametrize(
+    ("environ", "environments"),
+    [
+        ({}, 2 + 2 + 56),  # the template's defaults: the queue's 2, the stage's burst of 2, then 2/s for 28 s
+        ({"KICKOUT_QUEUE_MAXIMUM_CONCURRENCY": "5", "KICKOUT_API_RATE_LIMIT": "0.5"}, 5 + 2 + 14),
+        ({"KICKOUT_RESERVED_CONCURRENCY": "12"}, 12),  # reserved concurrency caps the whole function
+    ],
+)
+def test_the_most_environments_at_once_follow_from_what_the_template_limits(
+    environ: dict[str, str], environments: int
+) -> None:
+    assert settings_from({**MINIMAL, **environ}).max_environments == environments
