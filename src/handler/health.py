@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import cache
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -35,6 +36,7 @@ from aws_lambda_powertools.utilities.circuit_breaker.persistence import (
 from aws_lambda_powertools.utilities.circuit_breaker.persistence.base import CircuitBreakerExistingLockError
 
 from handler import aws_clients, settings
+from handler.deadline import Deadline
 from handler.errors import ZegoCircuitOpen
 from handler.observability import MetricName, emit, logger
 from handler.ports import AlwaysCall, Health, ZegoUnwell
@@ -60,7 +62,7 @@ def circuit_name(app_id: int) -> str:
 class ZegoCircuit:
     """The Health port of the core, on Powertools' circuit breaker."""
 
-    def __init__(self, name: str, store: CircuitBreakerDynamoDBPersistence) -> None:
+    def __init__(self, name: str, store: FleetCircuitStore) -> None:
         self.name = name
         self.store = store
         self.config = CircuitBreakerConfig(
@@ -71,12 +73,13 @@ class ZegoCircuit:
             local_cache_max_age=STATE_CACHE_SECONDS,
         )
 
-    def guard(self, attempt: Callable[[], Outcome]) -> Outcome:
+    def guard(self, attempt: Callable[[], Outcome], deadline: Deadline) -> Outcome:
         protected = circuit_breaker(
             name=self.name, persistence_store=self.store, on_transition=_announce, config=self.config
         )(attempt)
         try:
-            result: Outcome = protected()
+            with self.store.bounded_by(deadline):
+                result: Outcome = protected()
         except CircuitBreakerOpenError as error:
             opened_at = error.circuit.opened_at if error.circuit and error.circuit.opened_at else _now()
             retry_after = max(1, opened_at + RECOVERY_SECONDS - _now())
@@ -113,15 +116,34 @@ class FleetCircuitStore(CircuitBreakerDynamoDBPersistence):
 
     Every record read or written is remembered. A read that fails answers the remembered record (instead of
     Powertools' 'closed'); a write that fails is applied to it, and a probe election is held locally. Each failure
-    is counted (`ZegoCircuitStoreErrors`) and logged; none reaches the kickout.
+    is counted (`ZegoCircuitStoreErrors`) and logged; none reaches the kickout. A call the attempt's deadline
+    leaves no time for (a DynamoDB call's worst case, `aws_clients.DYNAMODB`) is not made: the copy stands in.
     """
 
     def __init__(self, table_name: str, client: DynamoDBClient) -> None:
         super().__init__(table_name=table_name, boto3_client=client)
         self._known: dict[str, CircuitStateRecord] = {}
         self._known_lock = threading.Lock()
+        self._deadlines = threading.local()
+        """The deadline of the attempt each thread guards (the calls of a batch run on threads)."""
+
+    @contextmanager
+    def bounded_by(self, deadline: Deadline) -> Iterator[None]:
+        """The store's calls made meanwhile, on this thread, must end by `deadline`."""
+        self._deadlines.deadline = deadline
+        try:
+            yield
+        finally:
+            self._deadlines.deadline = None
+
+    def _has_time(self) -> bool:
+        deadline: Deadline | None = getattr(self._deadlines, "deadline", None)
+        return deadline is None or deadline.allows(aws_clients.DYNAMODB.worst_seconds)
 
     def _get_record(self, name: str) -> CircuitStateRecord | None:
+        if not self._has_time():
+            with self._known_lock:
+                return self._known.get(name)
         try:
             record = super()._get_record(name)
         except Exception as error:
@@ -134,6 +156,11 @@ class FleetCircuitStore(CircuitBreakerDynamoDBPersistence):
     def _put_record(
         self, record: CircuitStateRecord, condition: str | None = None, expected_opened_at: int | None = None
     ) -> None:
+        if not self._has_time():
+            if condition == "half_open" and not self._wins_local_election(record.name, expected_opened_at):
+                raise CircuitBreakerExistingLockError
+            self._remember(record.name, record)
+            return
         try:
             super()._put_record(record, condition=condition, expected_opened_at=expected_opened_at)
         except CircuitBreakerExistingLockError:
@@ -145,6 +172,9 @@ class FleetCircuitStore(CircuitBreakerDynamoDBPersistence):
         self._remember(record.name, record)
 
     def _update_record(self, record: CircuitStateRecord) -> None:
+        if not self._has_time():
+            self._remember(record.name, record)
+            return
         try:
             super()._update_record(record)
         except Exception as error:

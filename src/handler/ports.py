@@ -65,10 +65,11 @@ class ZegoUnwell(Exception):
 class Health(Protocol):
     """The fleet's view of ZEGO's health (a circuit breaker): every attempt runs through `guard`."""
 
-    def guard(self, attempt: Callable[[], Outcome]) -> Outcome:
+    def guard(self, attempt: Callable[[], Outcome], deadline: Deadline) -> Outcome:
         """Run `attempt`, or raise ZegoCircuitOpen without running it while the fleet knows ZEGO is down.
 
         An attempt that raises ZegoUnwell counts against ZEGO's health (and is re-raised); one that returns, for it.
+        What the guard itself reads or writes of the fleet's view must end by `deadline`.
         """
         ...
 
@@ -76,5 +77,5 @@ class Health(Protocol):
 class AlwaysCall:
     """No shared view of ZEGO's health: every attempt is made."""
 
-    def guard(self, attempt: Callable[[], Outcome]) -> Outcome:
+    def guard(self, attempt: Callable[[], Outcome], deadline: Deadline) -> Outcome:
         return attempt()

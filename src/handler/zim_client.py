@@ -179,7 +179,7 @@ class ZimClient:
             return outcome
 
         try:
-            return self.health.guard(attempt)
+            return self.health.guard(attempt, self.deadline)
         except ZegoUnwell as unwell:
             return cast("zim.Reply | _Failure", unwell.outcome)
         except ZegoCircuitOpen:

@@ -178,3 +178,31 @@ def test_a_record_without_attributes_is_still_audited(invoke: Invoke, box: Sandb
     assert set(audit) == {"good", "bad"}
     assert audit["good"].get("receive_count") is None
     assert audit["bad"]["outcome"] == "Invalid"
+
+
+def test_the_circuit_is_not_read_when_the_deadline_leaves_no_time_for_a_dynamodb_call(
+    invoke: Invoke, box: Sandbox
+) -> None:
+    # GIVEN a warm environment, and a count of the function's DynamoDB calls on ZEGO's circuit
+    from handler import aws_clients
+
+    assert post(invoke)["statusCode"] == 200
+    circuit_calls: list[str] = []
+
+    def count(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if params.get("Key", {}).get("id", {}).get("S") == health.circuit_name(APP_ID):
+            circuit_calls.append(model.name)
+
+    aws_clients.dynamodb().meta.events.register("before-parameter-build.dynamodb", count)
+    try:
+        # WHEN a kickout arrives past the circuit's cache, with time for a ZEGO call but not for a DynamoDB call's
+        # worst case on top of it
+        with time_machine.travel(datetime.now(UTC) + timedelta(seconds=health.STATE_CACHE_SECONDS + 1)):
+            remaining = aws_clients.DYNAMODB.worst_seconds  # the client's margin (1.5 s) leaves less than that
+            response = invoke(api_event(json.dumps(KICKOUT)), timeout_seconds=remaining)
+    finally:
+        aws_clients.dynamodb().meta.events.unregister("before-parameter-build.dynamodb", count)
+
+    # THEN the kick was made on the environment's own copy of the circuit, without asking DynamoDB
+    assert response["statusCode"] == 200
+    assert circuit_calls == []

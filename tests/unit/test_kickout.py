@@ -462,7 +462,7 @@ class RecordingCircuit:
     open_after: int = 1000
     verdicts: list[str] = field(default_factory=list)
 
-    def guard(self, attempt: Callable[[], Outcome]) -> Outcome:
+    def guard(self, attempt: Callable[[], Outcome], deadline: Deadline) -> Outcome:
         if len(self.verdicts) >= self.open_after:
             raise ZegoCircuitOpen("ZEGO kept failing", retry_after=12)
         try:
