@@ -45,6 +45,7 @@ from typing import Any
 import boto3
 
 from kickout_dev.events import load_event, sqs_record
+from kickout_dev.local_lambda import xray_marker_removed
 from kickout_dev.processes import MotoServer
 from kickout_dev.sandbox import (
     APP_ID,
@@ -785,6 +786,7 @@ def print_table(report: Report) -> None:
         print(f"- {note}")
 
 
+@xray_marker_removed()  # the artifact's children run with LAMBDA_TASK_ROOT set
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifact", type=Path, help="a built KickoutFunction directory (default: make build)")

@@ -512,11 +512,34 @@ def lambda_environment(
     }
 
 
+XRAY_MARKER = Path("/tmp/.aws-xray/initialized")  # noqa: S108 (the X-Ray SDK's path, not one made here)
+"""What the X-Ray SDK writes when it is imported where LAMBDA_TASK_ROOT is set (aws_xray_sdk/core/lambda_launcher.py),
+to tell Lambda it loaded. The path is written into the SDK, no variable moves it, and in Lambda that /tmp is the
+function's own; here it is the machine's."""
+
+
+@contextlib.contextmanager
+def xray_marker_removed() -> Iterator[None]:
+    """Remove the X-Ray SDK's marker (and its folder) on the way out, unless the folder was there before."""
+    there_before = XRAY_MARKER.parent.exists()
+    try:
+        yield
+    finally:
+        if not there_before:
+            with contextlib.suppress(OSError):
+                XRAY_MARKER.unlink(missing_ok=True)
+                XRAY_MARKER.parent.rmdir()
+
+
 @contextlib.contextmanager
 def running(tools: Tools, artifact: Path, *, rooms: dict[str, set[str]] | None = None) -> Iterator[Stack]:
     """Start the moto server, the ZIM stand-in and the emulator; stop all of them on the way out."""
     config = function_config()
-    with tempfile.TemporaryDirectory(prefix="kickout-local-") as scratch, contextlib.ExitStack() as started:
+    with (
+        tempfile.TemporaryDirectory(prefix="kickout-local-") as scratch,
+        xray_marker_removed(),
+        contextlib.ExitStack() as started,
+    ):
         workdir = Path(scratch)
         moto = started.enter_context(MotoServer(workdir))
         zim = started.enter_context(ZimStandIn(APP_ID, SERVER_SECRET, rooms=rooms))

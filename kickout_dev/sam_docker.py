@@ -179,7 +179,9 @@ def parse_invocation(returncode: int, stdout: str, stderr: str, seconds: float) 
 
 
 def sam() -> Path:
-    return ROOT / ".venv-sam" / "bin" / "sam"
+    """The SAM CLI of .venv-sam through scripts/sam, which sets what sam_environment() does: the command printed for
+    a person to run again runs the same way."""
+    return ROOT / "scripts" / "sam"
 
 
 def sam_environment() -> dict[str, str]:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import pytest
 from aws_lambda_powertools.metrics.provider.cold_start import reset_cold_start_flag
 
+from kickout_dev.local_lambda import xray_marker_removed
 from kickout_dev.sandbox import Sandbox, sandbox
 
 # Powertools reads these when Logger, Tracer and Metrics are built, at the handler's import: before any test.
@@ -59,6 +60,14 @@ class Printed:
                 values = line[name]
                 total += sum(values) if isinstance(values, list) else values
         return total
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _xray_marker_removed() -> Iterator[None]:
+    """The X-Ray SDK writes /tmp/.aws-xray/initialized wherever LAMBDA_TASK_ROOT is set (the tracing tests, the built
+    function under the emulator), at a path no variable moves: removed after the run unless it was there before."""
+    with xray_marker_removed():
+        yield
 
 
 @pytest.fixture

@@ -37,8 +37,18 @@ class Built:
     """Paths that appeared in the checkout during the build."""
 
 
-# Written by the tools that run meanwhile (pytest, hypothesis, linters) or kept by git and the virtualenvs.
-NOT_BUILD_OUTPUT = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache"}
+# Written by the tools that run meanwhile (pytest, hypothesis, linters) or kept by git and the virtualenvs; .tmp is
+# make's TMPDIR, where pytest's tmp_path (and this session's build directory) is.
+NOT_BUILD_OUTPUT = {
+    ".git",
+    ".venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".tmp",
+}
 
 
 def repository_paths() -> set[str]:
