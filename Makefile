@@ -24,7 +24,7 @@ SAM := scripts/sam
 export CKV_SKIP_PACKAGE_UPDATE_CHECK := true
 # Nothing outside the checkout: every temporary file of what make runs (pytest's tmp_path, SAM's scratch copy of
 # src/, pip's build folders, the lark grammar cache checkov's HCL parser keeps) in .tmp, not /tmp; pip keeps no
-# cache in ~/.cache/pip (nothing here installs twice from one download).
+# cache in ~/.cache/pip (the wheelhouse below is the cache a build needs).
 export TMPDIR := $(CURDIR)/.tmp
 $(shell mkdir -p $(TMPDIR))
 export PIP_NO_CACHE_DIR := 1
@@ -129,11 +129,26 @@ LAMBDA_ARCH ?= arm64
 # A build leaves nothing outside BUILD_DIR: no cache (with samconfig.toml's `cached = true` SAM would make
 # .aws-sam/cache and .aws-sam/deps here whatever --build-dir says), and the build.toml SAM writes beside BUILD_DIR
 # (its build graph, which only cached builds read) is removed.
-build: sam
-	PATH="$(dir $(PYTHON)):$$PATH" LAMBDA_ARCH=$(LAMBDA_ARCH) \
+# The function's dependencies come from the wheelhouse (below), never from the package index: a build needs no
+# network once `make wheels` has run, and installs the same wheels every time.
+build: sam wheels
+	PATH="$(dir $(PYTHON)):$$PATH" LAMBDA_ARCH=$(LAMBDA_ARCH) KICKOUT_WHEELHOUSE=$(WHEELHOUSE) \
 		$(SAM) build --no-cached --template-file template.yaml --build-dir $(BUILD_DIR) \
 		--parameter-overrides FunctionArchitecture=$(LAMBDA_ARCH); \
 	status=$$?; rm -f "$(abspath $(BUILD_DIR)/..)/build.toml"; exit $$status
 
+# The wheelhouse: src/requirements.txt and what it pulls in, as wheels for each architecture a build targets (arm64,
+# Lambda's, for `make build`; x86_64 for the local runs of an x86_64 machine), downloaded from the package index once
+# and again only when src/requirements.txt changes. src/Makefile picks the platform tags (`make -C src wheels`).
+WHEELHOUSE := $(CURDIR)/.wheelhouse
+.PHONY: wheels
+wheels: $(WHEELHOUSE)/arm64/.complete $(WHEELHOUSE)/x86_64/.complete
+
+$(WHEELHOUSE)/%/.complete: src/requirements.txt | $(SAM_VENV)/.installed
+	rm -rf "$(@D)"
+	$(MAKE) -C src --no-print-directory wheels LAMBDA_ARCH=$* KICKOUT_WHEELHOUSE=$(WHEELHOUSE) \
+		PYTHON=$(CURDIR)/$(SAM_VENV)/bin/python
+	touch $@
+
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(TMPDIR) .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(WHEELHOUSE) $(TMPDIR) .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -787,7 +787,7 @@ def _main(args: argparse.Namespace) -> int:
     except BuildFailed as error:
         print(f"local_lambda: the build failed: {error}", file=sys.stderr)
         return 1
-    print(f"  - make build (sam build, {tools.arch} wheels for this machine) in {time.monotonic() - began:.1f} s")
+    print(f"  - make build (sam build, {tools.arch} wheels from .wheelhouse) in {time.monotonic() - began:.1f} s")
     print(f"    -> {artifact.relative_to(ROOT) if artifact.is_relative_to(ROOT) else artifact}")
     with running(tools, artifact) as stack:
         print(
