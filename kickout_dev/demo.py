@@ -9,6 +9,7 @@ kickout_dev.local_lambda`): the same cases, checked and printed by the same code
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import sys
@@ -44,7 +45,12 @@ def invoke(event: Any) -> Invocation:
     return Invocation(response=response, logs=logs, other=other, request_id=context.aws_request_id, seconds=seconds)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python -m kickout_dev.demo",
+        description="The handler in this process on the demo's events, against local stand-ins.",
+        allow_abbrev=False,
+    ).parse_args(argv)
     if str(SRC) not in sys.path:
         sys.path.insert(0, str(SRC))
     with sandbox() as box:

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from kickout_dev.events import api_event, load_event, sqs_event
+from kickout_dev.plural import counted
 from kickout_dev.processes import MotoServer, children, free_port, stop_group, stop_pid, terminate
 from kickout_dev.sandbox import APP_ID, SECRET_NAME, SERVER_SECRET, create_state_table, function_environment
 from kickout_dev.zim_server import ZimStandIn
@@ -688,14 +689,15 @@ def run_cases(invoke: Callable[[Any], Invocation], cases: list[Case]) -> bool:
 
 def summary(zim: ZimStandIn, parked: list[dict[str, Any]], *, parked_expected: int | None) -> bool:
     """Print what ZEGO's stand-in accepted and refused and what was parked; whether that is as expected."""
-    accepted = f"{len(zim.kickouts)} signed request{'' if len(zim.kickouts) == 1 else 's'}"
-    print(f"\nThe ZIM stand-in accepted {accepted} and refused {len(zim.refusals)}:")
+    print(
+        f"\nThe ZIM stand-in accepted {counted(len(zim.kickouts), 'signed request')} and refused {len(zim.refusals)}:"
+    )
     for kickout in zim.kickouts:
         by = f", by {kickout.operator_id}" if kickout.operator_id else ""
         print(f"  {kickout.room_id!r}: kicked {', '.join(kickout.user_ids)} (reason {kickout.reason!r}{by})")
     for code, why in zim.refusals:
         print(f"  refused ({code}): {why}")
-    print(f"The dead-letter queue holds {len(parked)} parked message(s):")
+    print(f"The dead-letter queue holds {counted(len(parked), 'parked message')}:")
     for message in parked:
         attributes = message["MessageAttributes"]
         print(f"  {attributes['KickoutFailure']['StringValue']}: {attributes['KickoutDetail']['StringValue']}")
@@ -737,6 +739,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m kickout_dev.local_lambda",
         description="Build the function and run it under the Lambda Runtime Interface Emulator, without Docker.",
+        allow_abbrev=False,
     )
     parser.add_argument("events", nargs="*", help="event files to invoke (default: the demo's cases from events/)")
     parser.add_argument("--serve", action="store_true", help="then keep it up behind POST /kickouts on 127.0.0.1")
