@@ -82,8 +82,9 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
 	touch $@
 
+# PYTEST_ARGS: some of the tests, or pytest's options (.ci/run's offline slice).
 unit: install
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # docs/openapi.json from the routes and models in src/handler/api.py; tests/integration/test_openapi.py fails when it drifts.
 openapi: install
