@@ -19,6 +19,7 @@ from typing import Any
 
 from kickout_dev.events import EVENTS_DIR
 from kickout_dev.local_lambda import Invocation, demo_cases, run_cases, split_output, summary
+from kickout_dev.processes import loopback_unreachable
 from kickout_dev.sandbox import LambdaContext, sandbox
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         description="The handler in this process on the demo's events, against local stand-ins.",
         allow_abbrev=False,
     ).parse_args(argv)
+    if reason := loopback_unreachable():
+        print(f"demo: {reason}", file=sys.stderr)
+        return 1
     if str(SRC) not in sys.path:
         sys.path.insert(0, str(SRC))
     with sandbox() as box:

@@ -46,7 +46,15 @@ from typing import IO, Any
 
 from kickout_dev.events import api_event, load_event, sqs_event
 from kickout_dev.plural import counted
-from kickout_dev.processes import MotoServer, children, free_port, stop_group, stop_pid, terminate
+from kickout_dev.processes import (
+    MotoServer,
+    children,
+    free_port,
+    loopback_unreachable,
+    stop_group,
+    stop_pid,
+    terminate,
+)
 from kickout_dev.sandbox import APP_ID, SECRET_NAME, SERVER_SECRET, create_state_table, function_environment
 from kickout_dev.zim_server import ZimStandIn
 
@@ -777,6 +785,9 @@ def run_tool(
 
 
 def _main(args: argparse.Namespace) -> int:
+    if reason := loopback_unreachable():
+        print(f"local_lambda: {reason}", file=sys.stderr)
+        return 1
     try:
         tools = find_tools()
     except Unavailable as error:

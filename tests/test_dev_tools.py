@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -121,3 +123,46 @@ def test_the_demos_summary_counts_parked_messages_and_signed_requests_in_words(
     assert line in printed.splitlines()
     assert "accepted 0 signed requests and refused 0:" in printed
     assert "(s)" not in printed
+
+
+UNSHARE = shutil.which("unshare")
+
+
+def _can_unshare_the_network() -> bool:
+    if UNSHARE is None:
+        return False
+    try:
+        return subprocess.run([UNSHARE, "-n", "true"], capture_output=True, timeout=10, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+PROBE = """
+import socket
+from kickout_dev.processes import loopback_unreachable
+print("loopback:", loopback_unreachable() or "up")
+try:
+    socket.create_connection(("192.0.2.1", 443), timeout=5).close()  # TEST-NET-1: a host off this machine
+    print("network: reached")
+except OSError as error:
+    print("network:", error.strerror)
+"""
+
+
+def _probe(*wrapper: str) -> list[str]:
+    done = subprocess.run(
+        [*wrapper, sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
+    )
+    return done.stdout.splitlines()
+
+
+@pytest.mark.skipif(not _can_unshare_the_network(), reason="no network namespace here (unshare -n refused)")
+def test_scripts_offline_leaves_loopback_alone_reachable_where_a_bare_unshare_leaves_nothing() -> None:
+    # GIVEN a probe that reaches for loopback and for a host off this machine
+    # WHEN it runs under scripts/offline, and under a bare `unshare -n`
+    offline = _probe(str(ROOT / "scripts" / "offline"))
+    bare = _probe(str(UNSHARE), "-n")
+    # THEN offline, loopback answers and nothing else does
+    assert offline == ["loopback: up", "network: Network is unreachable"]
+    # AND in the bare namespace, the tools say why nothing on 127.0.0.1 answers, in one line
+    assert "loopback is down, as in a bare `unshare -n`" in bare[0]
