@@ -853,7 +853,9 @@ def measure_fleet(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--only", default=",".join(WORKLOADS), help="workloads, comma separated (default: all)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each workload (default 1)")
     parser.add_argument("--dump", type=Path, help="write every invocation (times, sizes, metrics) here as JSON lines")

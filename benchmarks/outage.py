@@ -21,7 +21,9 @@ from kickout_dev.sandbox import LambdaContext, sandbox
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--no-circuit", action="store_true", help="a circuit that never opens (the baseline)")
     args = parser.parse_args()
     for name, value in (("POWERTOOLS_SERVICE_NAME", "kickout"), ("POWERTOOLS_METRICS_NAMESPACE", "Kickout")):

@@ -45,6 +45,8 @@ from typing import Any
 import boto3
 
 from kickout_dev.events import load_event, sqs_record
+from kickout_dev.local_lambda import xray_marker_removed
+from kickout_dev.plural import counted
 from kickout_dev.processes import MotoServer
 from kickout_dev.sandbox import (
     APP_ID,
@@ -709,7 +711,7 @@ def measure_batch(report: Report) -> None:
         if response["batchItemFailures"] or sorted(box.zim.kicked_user_ids) != users:
             raise BenchError(f"same-room batch did not kick everyone: {response}, {box.zim.kicked_user_ids}")
     report.add(
-        Row("3. ZEGO calls, 10 messages, 1 room", f"{calls} call(s)", "10 messages", calls / 10, "1", calls == 1)
+        Row("3. ZEGO calls, 10 messages, 1 room", counted(calls, "call"), "10 messages", calls / 10, "1", calls == 1)
     )
 
 
@@ -785,8 +787,11 @@ def print_table(report: Report) -> None:
         print(f"- {note}")
 
 
+@xray_marker_removed()  # the artifact's children run with LAMBDA_TASK_ROOT set
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--artifact", type=Path, help="a built KickoutFunction directory (default: make build)")
     parser.add_argument("--cold-repeats", type=int, default=7, help="cold starts per variant (default 7)")
     args = parser.parse_args(argv)

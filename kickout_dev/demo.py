@@ -9,6 +9,7 @@ kickout_dev.local_lambda`): the same cases, checked and printed by the same code
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 
 from kickout_dev.events import EVENTS_DIR
 from kickout_dev.local_lambda import Invocation, demo_cases, run_cases, split_output, summary
+from kickout_dev.processes import loopback_unreachable
 from kickout_dev.sandbox import LambdaContext, sandbox
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -44,7 +46,15 @@ def invoke(event: Any) -> Invocation:
     return Invocation(response=response, logs=logs, other=other, request_id=context.aws_request_id, seconds=seconds)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python -m kickout_dev.demo",
+        description="The handler in this process on the demo's events, against local stand-ins.",
+        allow_abbrev=False,
+    ).parse_args(argv)
+    if reason := loopback_unreachable():
+        print(f"demo: {reason}", file=sys.stderr)
+        return 1
     if str(SRC) not in sys.path:
         sys.path.insert(0, str(SRC))
     with sandbox() as box:

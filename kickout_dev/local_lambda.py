@@ -45,7 +45,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from kickout_dev.events import api_event, load_event, sqs_event
-from kickout_dev.processes import MotoServer, children, free_port, stop_group, stop_pid, terminate
+from kickout_dev.plural import counted
+from kickout_dev.processes import (
+    MotoServer,
+    children,
+    free_port,
+    loopback_unreachable,
+    stop_group,
+    stop_pid,
+    terminate,
+)
 from kickout_dev.sandbox import APP_ID, SECRET_NAME, SERVER_SECRET, create_state_table, function_environment
 from kickout_dev.zim_server import ZimStandIn
 
@@ -512,11 +521,34 @@ def lambda_environment(
     }
 
 
+XRAY_MARKER = Path("/tmp/.aws-xray/initialized")  # noqa: S108 (the X-Ray SDK's path, not one made here)
+"""What the X-Ray SDK writes when it is imported where LAMBDA_TASK_ROOT is set (aws_xray_sdk/core/lambda_launcher.py),
+to tell Lambda it loaded. The path is written into the SDK, no variable moves it, and in Lambda that /tmp is the
+function's own; here it is the machine's."""
+
+
+@contextlib.contextmanager
+def xray_marker_removed() -> Iterator[None]:
+    """Remove the X-Ray SDK's marker (and its folder) on the way out, unless the folder was there before."""
+    there_before = XRAY_MARKER.parent.exists()
+    try:
+        yield
+    finally:
+        if not there_before:
+            with contextlib.suppress(OSError):
+                XRAY_MARKER.unlink(missing_ok=True)
+                XRAY_MARKER.parent.rmdir()
+
+
 @contextlib.contextmanager
 def running(tools: Tools, artifact: Path, *, rooms: dict[str, set[str]] | None = None) -> Iterator[Stack]:
     """Start the moto server, the ZIM stand-in and the emulator; stop all of them on the way out."""
     config = function_config()
-    with tempfile.TemporaryDirectory(prefix="kickout-local-") as scratch, contextlib.ExitStack() as started:
+    with (
+        tempfile.TemporaryDirectory(prefix="kickout-local-") as scratch,
+        xray_marker_removed(),
+        contextlib.ExitStack() as started,
+    ):
         workdir = Path(scratch)
         moto = started.enter_context(MotoServer(workdir))
         zim = started.enter_context(ZimStandIn(APP_ID, SERVER_SECRET, rooms=rooms))
@@ -665,14 +697,15 @@ def run_cases(invoke: Callable[[Any], Invocation], cases: list[Case]) -> bool:
 
 def summary(zim: ZimStandIn, parked: list[dict[str, Any]], *, parked_expected: int | None) -> bool:
     """Print what ZEGO's stand-in accepted and refused and what was parked; whether that is as expected."""
-    accepted = f"{len(zim.kickouts)} signed request{'' if len(zim.kickouts) == 1 else 's'}"
-    print(f"\nThe ZIM stand-in accepted {accepted} and refused {len(zim.refusals)}:")
+    print(
+        f"\nThe ZIM stand-in accepted {counted(len(zim.kickouts), 'signed request')} and refused {len(zim.refusals)}:"
+    )
     for kickout in zim.kickouts:
         by = f", by {kickout.operator_id}" if kickout.operator_id else ""
         print(f"  {kickout.room_id!r}: kicked {', '.join(kickout.user_ids)} (reason {kickout.reason!r}{by})")
     for code, why in zim.refusals:
         print(f"  refused ({code}): {why}")
-    print(f"The dead-letter queue holds {len(parked)} parked message(s):")
+    print(f"The dead-letter queue holds {counted(len(parked), 'parked message')}:")
     for message in parked:
         attributes = message["MessageAttributes"]
         print(f"  {attributes['KickoutFailure']['StringValue']}: {attributes['KickoutDetail']['StringValue']}")
@@ -714,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m kickout_dev.local_lambda",
         description="Build the function and run it under the Lambda Runtime Interface Emulator, without Docker.",
+        allow_abbrev=False,
     )
     parser.add_argument("events", nargs="*", help="event files to invoke (default: the demo's cases from events/)")
     parser.add_argument("--serve", action="store_true", help="then keep it up behind POST /kickouts on 127.0.0.1")
@@ -751,6 +785,9 @@ def run_tool(
 
 
 def _main(args: argparse.Namespace) -> int:
+    if reason := loopback_unreachable():
+        print(f"local_lambda: {reason}", file=sys.stderr)
+        return 1
     try:
         tools = find_tools()
     except Unavailable as error:
@@ -764,7 +801,7 @@ def _main(args: argparse.Namespace) -> int:
     except BuildFailed as error:
         print(f"local_lambda: the build failed: {error}", file=sys.stderr)
         return 1
-    print(f"  - make build (sam build, {tools.arch} wheels for this machine) in {time.monotonic() - began:.1f} s")
+    print(f"  - make build (sam build, {tools.arch} wheels from .wheelhouse) in {time.monotonic() - began:.1f} s")
     print(f"    -> {artifact.relative_to(ROOT) if artifact.is_relative_to(ROOT) else artifact}")
     with running(tools, artifact) as stack:
         print(

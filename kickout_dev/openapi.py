@@ -10,6 +10,7 @@ No AWS credentials, no network: nothing is called, only described.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tomllib
@@ -86,9 +87,14 @@ def document() -> str:
     return text + "\n"
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m kickout_dev.openapi", description="Write docs/openapi.json from the code.", allow_abbrev=False
+    )
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when the file differs")
+    args = parser.parse_args(argv)
     generated = document()
-    if "--check" in argv:
+    if args.check:
         committed = OPENAPI_PATH.read_text(encoding="utf-8") if OPENAPI_PATH.exists() else ""
         if committed != generated:
             print(f"{OPENAPI_PATH.relative_to(ROOT)} differs from the code: run `make openapi`", file=sys.stderr)

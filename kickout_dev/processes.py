@@ -49,6 +49,22 @@ def listening(port: int, host: str = LOOPBACK) -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
+def loopback_unreachable(host: str = LOOPBACK) -> str | None:
+    """Why nothing listening on `host` can be reached, or None when it can. In a network namespace of a bare
+    `unshare -n` loopback is down, and every stand-in started here would be "Network is unreachable"."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind((host, 0))
+        server.listen(1)
+        try:
+            socket.create_connection(server.getsockname(), timeout=2.0).close()
+        except OSError as error:
+            return (
+                f"nothing on {host} can be reached ({error.strerror or error}): loopback is down, as in a bare "
+                "`unshare -n`; bring it up (`ip link set lo up`) or run through scripts/offline"
+            )
+    return None
+
+
 def terminate(process: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> None:
     """SIGTERM a process started here, if it still runs; SIGKILL it if it has not gone after `timeout`."""
     if process.poll() is None:

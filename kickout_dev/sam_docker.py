@@ -179,7 +179,9 @@ def parse_invocation(returncode: int, stdout: str, stderr: str, seconds: float) 
 
 
 def sam() -> Path:
-    return ROOT / ".venv-sam" / "bin" / "sam"
+    """The SAM CLI of .venv-sam through scripts/sam, which sets what sam_environment() does: the command printed for
+    a person to run again runs the same way."""
+    return ROOT / "scripts" / "sam"
 
 
 def sam_environment() -> dict[str, str]:
@@ -306,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m kickout_dev.sam_docker",
         description="Build the function and run it with sam local invoke / start-api in Docker, offline.",
+        allow_abbrev=False,
     )
     parser.add_argument("events", nargs="*", help="event files to invoke (default: the demo's cases from events/)")
     parser.add_argument("--serve", action="store_true", help="then run sam local start-api on 127.0.0.1, for curl")

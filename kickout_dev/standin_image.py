@@ -19,6 +19,7 @@ a changed recipe builds anew and an unchanged one is reused.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import io
@@ -257,9 +258,14 @@ def trusting(base: str, ca_pem: bytes, name: str) -> Iterator[str]:
             lock.unlink(missing_ok=True)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     from kickout_dev.local_lambda import host_arch
 
+    argparse.ArgumentParser(
+        prog="python -m kickout_dev.standin_image",
+        description="Build the stand-in for Lambda's python3.13 base image, unless one of the same recipe is there.",
+        allow_abbrev=False,
+    ).parse_args(argv)
     arch = host_arch()
     try:
         image, seconds = ensure(arch)

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 import pytest
 from aws_lambda_powertools.metrics.provider.cold_start import reset_cold_start_flag
 
+from kickout_dev.local_lambda import xray_marker_removed
+from kickout_dev.processes import loopback_unreachable
 from kickout_dev.sandbox import Sandbox, sandbox
 
 # Powertools reads these when Logger, Tracer and Metrics are built, at the handler's import: before any test.
@@ -59,6 +61,21 @@ class Printed:
                 values = line[name]
                 total += sum(values) if isinstance(values, list) else values
         return total
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Every stand-in of the suite listens on 127.0.0.1: with loopback down, one line instead of hundreds of
+    "Network is unreachable"."""
+    if reason := loopback_unreachable():
+        pytest.exit(reason, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _xray_marker_removed() -> Iterator[None]:
+    """The X-Ray SDK writes /tmp/.aws-xray/initialized wherever LAMBDA_TASK_ROOT is set (the tracing tests, the built
+    function under the emulator), at a path no variable moves: removed after the run unless it was there before."""
+    with xray_marker_removed():
+        yield
 
 
 @pytest.fixture

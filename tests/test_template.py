@@ -156,6 +156,8 @@ def test_lint_flags_a_broken_copy_of_the_template_on_the_broken_line(tmp_path: P
 
 
 SAM_CLI = ROOT / ".venv-sam" / "bin" / "sam"
+SAM = ROOT / "scripts" / "sam"
+"""The SAM CLI as make runs it: no telemetry, its settings in .venv-sam, not the home directory."""
 
 
 @pytest.mark.skipif(not SAM_CLI.exists() and not os.environ.get("CI"), reason="the SAM CLI is not installed (make sam)")
@@ -174,7 +176,7 @@ def test_the_ci_lint_step_sam_validate_lint_tells_good_from_bad(
     broken.write_text(TEMPLATE_PATH.read_text(encoding="utf-8").replace(good, bad, 1), encoding="utf-8")
     # WHEN `make template-lint`'s command checks it
     checked = subprocess.run(
-        [str(SAM_CLI), "validate", "--lint", "--template-file", str(broken), "--region", "eu-central-1"],
+        [str(SAM), "validate", "--lint", "--template-file", str(broken), "--region", "eu-central-1"],
         capture_output=True,
         text=True,
         timeout=120,

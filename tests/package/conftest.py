@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +38,25 @@ class Built:
     """Paths that appeared in the checkout during the build."""
 
 
-# Written by the tools that run meanwhile (pytest, hypothesis, linters) or kept by git and the virtualenvs.
-NOT_BUILD_OUTPUT = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache"}
+# Written by the tools that run meanwhile (pytest, hypothesis, linters) or kept by git and the virtualenvs; .tmp is
+# make's TMPDIR, where pytest's tmp_path (and this session's build directory) is.
+NOT_BUILD_OUTPUT = {
+    ".git",
+    ".venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".tmp",
+}
+UNREACHABLE_INDEX = {
+    "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+    "PIP_EXTRA_INDEX_URL": "http://127.0.0.1:9/simple",
+    "PIP_RETRIES": "0",
+}
+"""pip's package indexes, for the session's build: a closed port on loopback (9, discard). A build that asked an
+index for anything would fail."""
 
 
 def repository_paths() -> set[str]:
@@ -54,10 +72,21 @@ def repository_paths() -> set[str]:
 @pytest.fixture(scope="session")
 def built(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     """`make build` into a directory of this session's own (other runs may build .aws-sam/local meanwhile),
-    removed afterwards (about 60 MB)."""
+    removed afterwards (about 60 MB), with every package index unreachable: the wheelhouse (`make wheels`, first,
+    which downloads only what is missing) is all it may install from."""
+    subprocess.run(
+        [tools.make, "-C", str(ROOT), "--no-print-directory", "wheels"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=600,
+        check=True,
+    )
     root = tmp_path_factory.mktemp("sam")
     before = repository_paths()
-    artifact = build(tools, root / "build")
+    with pytest.MonkeyPatch.context() as environment:
+        for name, value in UNREACHABLE_INDEX.items():
+            environment.setenv(name, value)
+        artifact = build(tools, root / "build")
     beside = sorted(path.name for path in root.iterdir() if path.name != "build")
     yield Built(artifact, beside, repository_paths() - before)
     shutil.rmtree(root, ignore_errors=True)

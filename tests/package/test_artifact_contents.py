@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from kickout_dev.local_lambda import ROOT, Tools
 from tests.package.conftest import Built
 
 pytestmark = pytest.mark.package
@@ -26,6 +27,12 @@ UNUSED = [
 
 def normalized(distribution: str) -> str:
     return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def installed_versions(artifact: Path) -> dict[str, str]:
+    """Each distribution installed in the artifact (normalized name) with its version, from its .dist-info."""
+    distributions = (path.name.removesuffix(".dist-info").rsplit("-", 1) for path in artifact.glob("*.dist-info"))
+    return {normalized(name): version for name, version in distributions}
 
 
 def shipped(artifact: Path) -> list[str]:
@@ -69,10 +76,23 @@ def test_the_handler_and_its_pinned_dependencies_are_shipped(artifact: Path) -> 
     )
     assert "boto3" in pins
     # THEN each is installed at that version (boto3 too: the runtime's copy is not the one the code is tested with)
-    distributions = (path.name.removesuffix(".dist-info").rsplit("-", 1) for path in artifact.glob("*.dist-info"))
-    installed = {normalized(name): version for name, version in distributions}
+    installed = installed_versions(artifact)
     for name, version in pins.items():
         assert installed.get(normalized(name)) == version, name
+
+
+def test_a_build_installs_exactly_the_wheelhouse_with_every_package_index_unreachable(
+    built: Built, tools: Tools
+) -> None:
+    # GIVEN the wheelhouse for this machine's architecture (`make wheels`: src/requirements.txt and what it pulls in)
+    wheels = {
+        (normalized(name), version)
+        for name, version, *_ in (path.name.split("-") for path in (ROOT / ".wheelhouse" / tools.arch).glob("*.whl"))
+    }
+    assert "aws-lambda-powertools" in dict(wheels)
+    # WHEN `make build` ran with pip's indexes pointed at a closed port (the session's build)
+    # THEN it installed every wheel of the wheelhouse, and nothing else
+    assert set(installed_versions(built.artifact).items()) == wheels
 
 
 def test_a_build_leaves_nothing_outside_its_build_directory(built: Built) -> None:
