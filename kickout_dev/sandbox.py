@@ -19,7 +19,7 @@ import boto3
 from moto import mock_aws
 
 from kickout_dev.backoff import InstantBackoff
-from kickout_dev.moto_server import make_dynamodb_updates_atomic
+from kickout_dev.moto_server import make_moto_like_aws
 from kickout_dev.zim_server import ZimStandIn
 
 REGION = "eu-central-1"
@@ -187,7 +187,7 @@ def sandbox(
     os.environ.update(
         {"AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     )
-    make_dynamodb_updates_atomic()
+    make_moto_like_aws()
     try:
         with (
             mock_aws(),
