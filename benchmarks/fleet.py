@@ -67,6 +67,9 @@ if TYPE_CHECKING:
 RATE_REFUSED = 660300005
 HANDBACK_DELAY = 1.0
 """Seconds before a message reported failed is visible again (SQS: the visibility timeout, 370 s)."""
+RECEIVE_SECONDS = 0.004
+"""What one receive of 10 counts against the batching window: SQS answers in about 20 ms, and Lambda polls with
+5 pollers at once (kickout_dev.event_source.Batching.receive_seconds)."""
 POLL_IDLE = 0.05
 """Seconds an idle poller waits before it receives again (Lambda's long-polls)."""
 ZEGO_LATENCY = 0.05
@@ -223,7 +226,12 @@ class QueueEnvironment:
     failure: BaseException | None = None
 
     def __post_init__(self) -> None:
-        batching = Batching(self.defaults.batch_size, self.defaults.batching_window, wait_out_window=True)
+        batching = Batching(
+            self.defaults.batch_size,
+            self.defaults.batching_window,
+            wait_out_window=True,
+            receive_seconds=RECEIVE_SECONDS,
+        )
         self.poller = Poller(self.sqs, self.queue_url, self._invoke, batching)
 
     def _invoke(self, event: dict[str, Any]) -> Any:

@@ -69,6 +69,10 @@ class Batching:
     wait_out_window: bool = False
     """Hold a batch that is not full until its window has passed, as Lambda does, rather than close it when a
     receive finds nothing (for the real clock only)."""
+    receive_seconds: float | None = None
+    """What one receive counts against the window; None: the time it takes. Lambda receives with several pollers
+    at once from an SQS that answers in milliseconds; one receive from the moto server takes tens of them, so
+    that on the real clock a window would close on a few hundred messages Lambda would have gathered."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.size <= BATCH_SIZE_MAX:
@@ -136,12 +140,15 @@ class Poller:
         while (room := self.batching.size - len(self._gathering)) > 0 and not self._window_passed():
             if self._payload > PAYLOAD_MAX - PAYLOAD_ROOM:
                 return
+            began = time.time()
             messages = self.sqs.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=min(RECEIVE_MAX, room),
                 MessageSystemAttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
+            if self._gathering and self.batching.receive_seconds is not None:
+                self._since += max(0.0, time.time() - began - self.batching.receive_seconds)
             if not messages:
                 self._found_none = True
                 return

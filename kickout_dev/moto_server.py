@@ -26,10 +26,16 @@ Two knobs for fault tests, in process: `aws_latency(sqs=0.02, dynamodb=0.005)` a
 and `aws_calls()` counts the calls made while it is open, per operation (`"sqs:ChangeMessageVisibilityBatch"`). For
 the server, `KICKOUT_MOTO_LATENCY=sqs=0.02,dynamodb=0.005` in its environment.
 
-Atomic writes: moto applies a conditional UpdateItem as a read, a check and a write, with nothing to stop two server
-threads (or two test threads under mock_aws) from interleaving them: both see the same `next_slot`, both are granted
-it, and the rate budget hands one slot to two calls. DynamoDB never does. One lock around moto's item writes keeps
-the promise the function relies on, so a test that finds a slot double-booked has found a bug in the function.
+Atomic queues and writes: moto rebuilds a queue's list of messages on a delete, so two deletes at once can lose
+one; its queue operations take one lock. moto applies a conditional UpdateItem as a read, a check and a write,
+with nothing to stop two server threads (or two test threads under mock_aws) from interleaving them: both see the
+same `next_slot`, both are granted it, and the rate budget hands one slot to two calls. DynamoDB never does. One
+lock around moto's item writes keeps the promise the function relies on, so a test that finds a slot
+double-booked has found a bug in the function.
+
+Receiving from a queue of n messages costs moto n² (every queue attribute counted for each message received) and
+2n clock reads: both are cut to what they need (`_retained`, `_VisibleMessages`), so a replay of 1000 takes
+seconds; what moto answers is unchanged.
 
 Run as `python -m kickout_dev.moto_server -H 127.0.0.1 -p PORT` (make local, tests/package, the benchmarks); the
 sandbox and tests/conftest.py call `make_moto_like_aws()` for mock_aws in process.
@@ -58,6 +64,20 @@ BATCH_ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 LATENCY_VARIABLE = "KICKOUT_MOTO_LATENCY"
 
 _lock = threading.RLock()
+_sqs_lock = threading.RLock()
+_SQS_WRITES = (
+    "send_message",
+    "send_message_batch",
+    "receive_message",
+    "delete_message",
+    "delete_message_batch",
+    "change_message_visibility",
+    "change_message_visibility_batch",
+    "purge_queue",
+)
+"""moto's queue operations that change a queue: moto rebuilds a queue's message list on a delete, so two at once
+(two pollers, a server's two threads) can lose one, and the message comes back after its visibility timeout. One
+lock, as SQS is one service; no one here long-polls (WaitTimeSeconds > 0 would hold it while it waits)."""
 _knobs_lock = threading.Lock()
 _latency: dict[str, float] = {}
 _counters: list[Counter[str]] = []
@@ -66,11 +86,15 @@ _counters: list[Counter[str]] = []
 def make_moto_like_aws() -> None:
     """AWS's limits, atomic DynamoDB writes, the latency and call-count knobs (idempotent)."""
     from moto.dynamodb.responses import DynamoHandler
-    from moto.sqs.models import SQSBackend
+    from moto.sqs.models import Queue, SQSBackend
     from moto.sqs.responses import SQSResponse
 
     make_dynamodb_updates_atomic()
     _wrap(SQSBackend, "is_message_valid_based_on_retention_period", lambda _: _retained)
+    for name in _SQS_WRITES:
+        _wrap(SQSBackend, name, _serialised_sqs)
+    if not isinstance(Queue.__dict__["messages"].fget, _VisibleMessages):
+        setattr(Queue, "messages", property(_VisibleMessages()))  # noqa: B010 (a property, on a class of moto)
     checks: dict[type[Any], dict[str, Callable[[Any], None]]] = {
         SQSResponse: {
             "send_message": _check_send_message,
@@ -118,9 +142,28 @@ def _retained(backend: Any, queue_name: str, message: Any) -> bool:
     return bool(retention + message.sent_timestamp / 1000 > unix_time())
 
 
+class _VisibleMessages:
+    """moto's Queue.messages (the visible messages, not delayed) reading the clock once, not twice per message: a
+    receive from a queue of 2000 costs 4000 clock reads in moto, most of its time."""
+
+    def __call__(self, queue: Any) -> list[Any]:
+        from moto.core.utils import unix_time_millis
+
+        now = unix_time_millis()
+        return [m for m in queue._messages if now > m.visible_at and not now < m.delayed_until]
+
+
 def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:
     def locked(*args: Any, **kwargs: Any) -> Any:
         with _lock:
+            return method(*args, **kwargs)
+
+    return locked
+
+
+def _serialised_sqs(method: Callable[..., Any]) -> Callable[..., Any]:
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with _sqs_lock:
             return method(*args, **kwargs)
 
     return locked
