@@ -7,15 +7,17 @@ state table holding the budget) and one ZIM stand-in enforcing 20 calls in any s
 environment of a workload. Each environment is a process running the real handler (`benchmarks.fleet_env`) with
 the template's defaults, fed over stdin/stdout. This process plays SQS and Lambda's poller:
 
-- the template's queue concurrency (QueueMaximumConcurrency) environments poll; an idle one gathers up to the
-  batch size of the visible messages, 10 per receive (as Lambda's pollers do), round robin between the
-  environments gathering at the same time, and is invoked once the batch is full, its batching window has
-  passed since the batch's first message, or the batch nears Lambda's 6 MB payload;
-- a message the function reports in batchItemFailures is "handed back": it becomes visible again after
-  HANDBACK_DELAY (SQS waits out the 370 s visibility timeout; here a short delay keeps runs short) with one more
-  receive; one that fails its maxReceiveCount-th receive is lost to the DLQ;
-- a message the function re-sends to KICKOUT_QUEUE_URL (what it cannot reach before its deadline) is picked up
-  from the moto server's queue once its DelaySeconds have passed and delivered as a new message ("deferred").
+- the template's queue concurrency (QueueMaximumConcurrency) environments poll the moto server's queue (made like
+  the template's KickoutQueue, held to AWS's limits), each through kickout_dev.event_source's Poller, Lambda's
+  event source mapping: it gathers up to the batch size, 10 per receive, and invokes once the batch is full, its
+  batching window has passed since its first message, or the batch nears Lambda's 6 MB payload; it deletes what
+  the answer does not report failed;
+- a message the function reports in batchItemFailures is "handed back": made visible again after HANDBACK_DELAY
+  (SQS waits out the 370 s visibility timeout or the function's backoff; here a short delay keeps runs short),
+  to come back with one more receive; one that fails its maxReceiveCount-th receive is moved by SQS to the DLQ
+  ("lost");
+- a message the function re-sends to KICKOUT_QUEUE_URL (what it cannot reach before its deadline) is the same
+  queue's: received again once its DelaySeconds have passed ("deferred").
 
 Rates count from the stand-in's first accepted ZEGO call to its last (start-up is not pacing) as intervals:
 (calls - 1) / span, and users after the first call / span. Every workload is bounded by a deadline; what it
@@ -28,7 +30,6 @@ import argparse
 import itertools
 import json
 import os
-import queue
 import statistics
 import subprocess
 import sys
@@ -46,22 +47,31 @@ from typing import IO, TYPE_CHECKING, Any
 import boto3
 
 from benchmarks.run import ROOT, BenchError, Report, Row, log, print_table
-from kickout_dev.events import api_event, sqs_record
+from kickout_dev.event_source import Batching, Poller
+from kickout_dev.events import api_event
 from kickout_dev.processes import MotoServer, terminate
-from kickout_dev.sandbox import APP_ID, REGION, SECRET_NAME, SERVER_SECRET, create_state_table, function_environment
+from kickout_dev.sandbox import (
+    APP_ID,
+    REGION,
+    SECRET_NAME,
+    SERVER_SECRET,
+    create_state_table,
+    function_environment,
+    make_like_template_queue,
+)
 from kickout_dev.zim_server import ZimStandIn
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
 
 RATE_REFUSED = 660300005
-RECEIVE_MAX = 10
-"""Messages per ReceiveMessage: Lambda's pollers gather a larger batch 10 at a time."""
-PAYLOAD_MAX = 6 * 1024 * 1024 - 64 * 1024
-"""Lambda's 6 MB invocation payload, less room for the records' envelopes."""
 HANDBACK_DELAY = 1.0
 """Seconds before a message reported failed is visible again (SQS: the visibility timeout, 370 s)."""
-DEFERRAL_POLL = 0.05
+RECEIVE_SECONDS = 0.004
+"""What one receive of 10 counts against the batching window: SQS answers in about 20 ms, and Lambda polls with
+5 pollers at once (kickout_dev.event_source.Batching.receive_seconds)."""
+POLL_IDLE = 0.05
+"""Seconds an idle poller waits before it receives again (Lambda's long-polls)."""
 ZEGO_LATENCY = 0.05
 """The stand-in answers each call in 50 ms, about what ZEGO's API takes from an AWS region nearby."""
 TICK = 0.005
@@ -194,131 +204,66 @@ class Environment:
 
 
 @dataclass
-class Message:
-    id: str
-    body: str
-    receive_count: int = 0
-    source_id: str | None = None
-    """SourceMessageId of a message the function deferred (re-sent to the queue)."""
+class Tally:
+    """What the pollers saw, across the environments."""
 
-    def record(self) -> dict[str, Any]:
-        record = sqs_record(self.body, receive_count=self.receive_count, message_id=self.id)
-        if self.source_id is not None:
-            record["messageAttributes"] = {
-                "SourceMessageId": {
-                    "stringValue": self.source_id,
-                    "stringListValues": [],
-                    "binaryListValues": [],
-                    "dataType": "String",
-                }
-            }
-        return record
-
-
-@dataclass
-class SimulatedQueue:
-    max_receive_count: int
-    visible: deque[Message] = field(default_factory=deque)
-    returning: list[tuple[float, Message]] = field(default_factory=list)
-    outstanding: int = 0
     handed_back: int = 0
-    lost: int = 0
-    deferred: int = 0
+    deferred: set[str] = field(default_factory=set)
+    """Ids of the messages the function re-sent (they carry KickoutDeferrals)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def send(self, message: Message) -> None:
-        with self.lock:
-            self.visible.append(message)
-            self.outstanding += 1
-
-    def receive(self, count: int) -> list[Message]:
-        with self.lock:
-            taken = [self.visible.popleft() for _ in range(min(count, len(self.visible)))]
-        for message in taken:
-            message.receive_count += 1
-        return taken
-
-    def settle(self, batch: Sequence[Message], failed: set[str]) -> None:
-        """Delete what succeeded; hand back what failed, or lose it to the DLQ on its last receive."""
-        with self.lock:
-            for message in batch:
-                if message.id not in failed:
-                    self.outstanding -= 1
-                elif message.receive_count >= self.max_receive_count:
-                    self.outstanding -= 1
-                    self.lost += 1
-                else:
-                    self.handed_back += 1
-                    self.returning.append((time.monotonic() + HANDBACK_DELAY, message))
-
-    def release_due(self) -> None:
-        now = time.monotonic()
-        with self.lock:
-            due = [message for at, message in self.returning if at <= now]
-            self.returning = [(at, message) for at, message in self.returning if at > now]
-            self.visible.extend(due)
-
 
 @dataclass
-class Poller:
-    """Lambda's poller for one environment: gathers a batch, invokes, settles the answer."""
+class QueueEnvironment:
+    """One queue environment: Lambda's poller (kickout_dev.event_source) feeding one child process."""
 
     environment: Environment
-    sqs: SimulatedQueue
+    sqs: SQSClient
+    queue_url: str
     defaults: Defaults
-    gathering: list[Message] = field(default_factory=list)
-    gathered_since: float = 0.0
-    payload: int = 0
-    busy: bool = False
-    inbox: queue.Queue[list[Message] | None] = field(default_factory=queue.Queue)
+    tally: Tally
+    poller: Poller = field(init=False)
     failure: BaseException | None = None
 
-    def take(self, messages: Sequence[Message]) -> None:
-        if not self.gathering:
-            self.gathered_since = time.monotonic()
-        self.gathering.extend(messages)
-        self.payload += sum(len(message.body) + 1024 for message in messages)
+    def __post_init__(self) -> None:
+        batching = Batching(
+            self.defaults.batch_size,
+            self.defaults.batching_window,
+            wait_out_window=True,
+            receive_seconds=RECEIVE_SECONDS,
+        )
+        self.poller = Poller(self.sqs, self.queue_url, self._invoke, batching)
 
-    @property
-    def room(self) -> int:
-        return 0 if self.busy or self.payload >= PAYLOAD_MAX else self.defaults.batch_size - len(self.gathering)
+    def _invoke(self, event: dict[str, Any]) -> Any:
+        return self.environment.invoke(event, self.defaults.timeout, len(event["Records"])).response
 
-    def ready(self) -> bool:
-        if self.busy or not self.gathering:
-            return False
-        full = len(self.gathering) >= self.defaults.batch_size or self.payload >= PAYLOAD_MAX
-        return full or time.monotonic() - self.gathered_since >= self.defaults.batching_window
-
-    def dispatch(self) -> None:
-        self.busy = True
-        self.inbox.put(self.gathering)
-        self.gathering, self.payload = [], 0
-
-    def run(self) -> None:
+    def run(self, stopping: threading.Event) -> None:
         try:
-            while (batch := self.inbox.get()) is not None:
-                event = {"Records": [message.record() for message in batch]}
-                invocation = self.environment.invoke(event, self.defaults.timeout, len(batch))
-                failed = {failure["itemIdentifier"] for failure in invocation.response["batchItemFailures"]}
-                self.sqs.settle(batch, failed)
-                self.busy = False
+            while not stopping.is_set():
+                delivery = self.poller.poll()
+                if delivery is None:
+                    stopping.wait(POLL_IDLE)
+                    continue
+                copies = {r["messageId"] for r in delivery.records if "KickoutDeferrals" in r["messageAttributes"]}
+                failed = [record for record in delivery.records if record["messageId"] in delivery.failed]
+                with self.tally.lock:
+                    self.tally.deferred |= copies
+                    self.tally.handed_back += len(failed)
+                hand_back(self.sqs, self.queue_url, failed)
         except BaseException as error:  # reported by the workload's loop
             self.failure = error
 
 
-def poll_deferrals(sqs: SQSClient, url: str, target: SimulatedQueue, stopping: threading.Event) -> None:
-    """Move what the function re-sent to the kickout queue (once its delay has passed) into the simulated queue."""
-    while not stopping.wait(DEFERRAL_POLL):
-        received = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=30
-        ).get("Messages", [])
-        for message in received:
-            attribute = message.get("MessageAttributes", {}).get("SourceMessageId")
-            source = attribute.get("StringValue") if attribute is not None else None
-            target.send(Message(id=message["MessageId"], body=message["Body"], source_id=source))
-            with target.lock:
-                target.deferred += 1
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+def hand_back(sqs: SQSClient, url: str, records: Sequence[dict[str, Any]]) -> None:
+    """Make failed messages visible again after HANDBACK_DELAY rather than their visibility timeout or backoff."""
+    for start in range(0, len(records), 10):
+        sqs.change_message_visibility_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(n), "ReceiptHandle": record["receiptHandle"], "VisibilityTimeout": int(HANDBACK_DELAY)}
+                for n, record in enumerate(records[start : start + 10])
+            ],
+        )
 
 
 def queue_is_empty(sqs: SQSClient, url: str) -> bool:
@@ -333,13 +278,19 @@ def queue_is_empty(sqs: SQSClient, url: str) -> bool:
     return all(int(count) == 0 for count in attributes.values())
 
 
-def drain(sqs: SQSClient, url: str) -> int:
-    count = 0
-    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+def drain(sqs: SQSClient, url: str) -> tuple[int, int]:
+    """Empty a queue: (messages the function parked, messages SQS moved there itself), for the dead-letter queue."""
+    parked = moved = 0
+    while batch := sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=30
+    ).get("Messages", []):
         for message in batch:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        count += len(batch)
-    return count
+            if "KickoutFailure" in message.get("MessageAttributes", {}):
+                parked += 1
+            else:
+                moved += 1
+    return parked, moved
 
 
 # --- the shared AWS side ----------------------------------------------------------------------------------------
@@ -371,6 +322,7 @@ class Backend:
         sqs = session().client("sqs", endpoint_url=moto_url)
         dlq_url = sqs.create_queue(QueueName="kickout-dlq")["QueueUrl"]
         queue_url = sqs.create_queue(QueueName="kickout-queue")["QueueUrl"]
+        make_like_template_queue(sqs, queue_url, dlq_url)
         create_state_table(session().client("dynamodb", endpoint_url=moto_url))
         return cls(moto_url, secret_arn, dlq_url, queue_url)
 
@@ -511,7 +463,7 @@ def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs:
     sqs_client = backend.sqs()
     drain(sqs_client, backend.queue_url)
     drain(sqs_client, backend.dlq_url)
-    sqs = SimulatedQueue(defaults.max_receive_count)
+    tally = Tally()
     stopping = threading.Event()
     with ExitStack() as stack:
         zim = stack.enter_context(
@@ -528,9 +480,11 @@ def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs:
         watchdog.start()
         stack.callback(watchdog.cancel)
         api_environment = environments[-1] if workload.api_requests else None
-        pollers = [Poller(environment, sqs, defaults) for environment in environments[: defaults.queue_concurrency]]
-        threads = [threading.Thread(target=poller.run, daemon=True) for poller in pollers]
-        threads.append(threading.Thread(target=poll_deferrals, args=(backend.sqs(), backend.queue_url, sqs, stopping)))
+        pollers = [
+            QueueEnvironment(environment, backend.sqs(), backend.queue_url, defaults, tally)
+            for environment in environments[: defaults.queue_concurrency]
+        ]
+        threads = [threading.Thread(target=poller.run, args=(stopping,), daemon=True) for poller in pollers]
         api_calls: list[ApiCall] = []
         if api_environment is not None:
             warm = api_environment.invoke(api_event("{}"), defaults.timeout, 0)  # 422: imports, no ZEGO call
@@ -551,15 +505,16 @@ def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs:
                     daemon=True,
                 )
             )
-        for n, body in enumerate(workload.bodies):
-            sqs.send(Message(id=f"{workload.name}-{n}", body=json.dumps(body)))
+        for start in range(0, len(workload.bodies), 10):
+            bodies = workload.bodies[start : start + 10]
+            entries = [{"Id": str(n), "MessageBody": json.dumps(body)} for n, body in enumerate(bodies)]
+            sqs_client.send_message_batch(QueueUrl=backend.queue_url, Entries=entries)  # type: ignore[arg-type]
         began = time.monotonic()
         for thread in threads:
             thread.start()
         stack.callback(stopping.set)
         finished = feed(
             pollers=pollers,
-            sqs=sqs,
             sqs_client=sqs_client,
             queue_url=backend.queue_url,
             workload=workload,
@@ -568,8 +523,6 @@ def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs:
         )
         elapsed = time.monotonic() - began
         stopping.set()
-        for poller in pollers:
-            poller.inbox.put(None)
         for thread in threads:
             thread.join(timeout=30)
         for poller in pollers:
@@ -578,7 +531,7 @@ def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs:
         invocations = [invocation for environment in environments for invocation in environment.invocations]
         kickouts = [kickout for kickout in zim.kickouts if kickout.code == 0]
         refusals = list(zim.refusals)
-    parked = drain(sqs_client, backend.dlq_url)
+    parked, lost = drain(sqs_client, backend.dlq_url)
     expected = {user for body in workload.bodies for user in body["user_ids"]} | {
         f"api-{n}-user-{u}" for n in range(workload.api_requests) for u in range(workload.api_users)
     }
@@ -600,9 +553,9 @@ def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs:
         users_after_first=sum(len(kickout.user_ids) for kickout in kickouts[1:]),
         refused_rate=sum(1 for code, _ in refusals if code == RATE_REFUSED),
         refused_other=sum(1 for code, _ in refusals if code != RATE_REFUSED),
-        lost=sqs.lost,
-        handed_back=sqs.handed_back,
-        deferred=sqs.deferred,
+        lost=lost,
+        handed_back=tally.handed_back,
+        deferred=len(tally.deferred),
         parked=parked,
         expected_users=len(expected),
         kicked_expected=len(kicked & expected),
@@ -614,39 +567,23 @@ def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs:
 
 def feed(
     *,
-    pollers: list[Poller],
-    sqs: SimulatedQueue,
+    pollers: list[QueueEnvironment],
     sqs_client: SQSClient,
     queue_url: str,
     workload: Workload,
     began: float,
     api_calls: list[ApiCall],
 ) -> bool:
-    """Lambda's pollers: hand batches to idle environments until nothing is left or the deadline passes."""
-    turn = 0
+    """Wait for the pollers to empty the queue (in flight and delayed included) and the API's requests to be
+    answered, or for the deadline."""
     while time.monotonic() - began < workload.deadline:
         for poller in pollers:
             if poller.failure is not None:
                 raise BenchError(f"{poller.environment.name} failed: {poller.failure}")
-        sqs.release_due()
-        # Receives of 10, round robin between the environments gathering, starting with a different one each time.
-        turn = (turn + 1) % len(pollers)
-        order = pollers[turn:] + pollers[:turn]
-        progress = True
-        while progress:
-            progress = False
-            for poller in order:
-                if poller.room > 0 and (taken := sqs.receive(min(RECEIVE_MAX, poller.room))):
-                    poller.take(taken)
-                    progress = True
-        for poller in pollers:
-            if poller.ready():
-                poller.dispatch()
-        idle = all(not poller.busy and not poller.gathering for poller in pollers)
         api_done = len(api_calls) == workload.api_requests and all(call.ended for call in api_calls)
-        if idle and api_done and sqs.outstanding == 0 and queue_is_empty(sqs_client, queue_url):
+        if api_done and queue_is_empty(sqs_client, queue_url):
             return True
-        time.sleep(TICK)
+        time.sleep(POLL_IDLE)
     return False
 
 

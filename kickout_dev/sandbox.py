@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import boto3
 from moto import mock_aws
 
 from kickout_dev.backoff import InstantBackoff
-from kickout_dev.moto_server import make_dynamodb_updates_atomic
+from kickout_dev.moto_server import make_moto_like_aws
 from kickout_dev.zim_server import ZimStandIn
 
 REGION = "eu-central-1"
@@ -40,7 +41,10 @@ class LambdaContext:
     invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:kickout-KickoutFunction"
     aws_request_id: str = "5b6f1c5e-0000-4000-8000-000000000001"
     log_group_name: str = "/aws/lambda/kickout-KickoutFunction"
-    log_stream_name: str = "2026/11/25/[$LATEST]0123456789abcdef"
+    log_stream_name: str = field(
+        default_factory=lambda: time.strftime("%Y/%m/%d/[$LATEST]0123456789abcdef", time.gmtime())
+    )
+    """Lambda's stream name: the date the environment started, then its version and id."""
     timeout_seconds: float = 20.0
     clock: Callable[[], float] = time.monotonic
     started: float = field(init=False)
@@ -96,13 +100,64 @@ class Sandbox:
         )
 
 
-def template_queue() -> dict[str, Any]:
-    """KickoutQueue's properties in template.yaml (VisibilityTimeout, RedrivePolicy), for queues made like it."""
+@cache
+def _template() -> dict[str, Any]:
     from cfnlint.decode import cfn_yaml
 
-    template = cfn_yaml.load(str(Path(__file__).resolve().parent.parent / "template.yaml"))
-    properties: dict[str, Any] = template["Resources"]["KickoutQueue"]["Properties"]
+    template: dict[str, Any] = cfn_yaml.load(str(Path(__file__).resolve().parent.parent / "template.yaml"))
+    return template
+
+
+def _resolved(value: Any) -> Any:
+    """`!Ref Parameter` (at any depth) replaced by the parameter's default: what a deploy with defaults gets."""
+    if isinstance(value, dict):
+        if set(value) == {"Ref"} and value["Ref"] in _template()["Parameters"]:
+            return _template()["Parameters"][value["Ref"]]["Default"]
+        return {key: _resolved(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolved(item) for item in value]
+    return value
+
+
+def template_queue() -> dict[str, Any]:
+    """KickoutQueue's properties in template.yaml (VisibilityTimeout, RedrivePolicy), for queues made like it."""
+    properties: dict[str, Any] = _resolved(_template()["Resources"]["KickoutQueue"]["Properties"])
     return properties
+
+
+def template_event_source() -> dict[str, Any]:
+    """The queue's event source mapping in template.yaml (BatchSize, MaximumBatchingWindowInSeconds, ScalingConfig),
+    each parameter at its default: 1000 messages and 1 s today."""
+    (mapping,) = (
+        resource["Properties"]
+        for resource in _template()["Resources"].values()
+        if resource["Type"] == "AWS::Lambda::EventSourceMapping"
+    )
+    properties: dict[str, Any] = _resolved(mapping)
+    return properties
+
+
+def template_function_timeout() -> float:
+    """KickoutFunction's Timeout in template.yaml, seconds (60 today)."""
+    function = {**_template()["Globals"]["Function"], **_template()["Resources"]["KickoutFunction"]["Properties"]}
+    return float(_resolved(function["Timeout"]))
+
+
+def make_like_template_queue(sqs: Any, queue_url: str, dlq_url: str) -> str:
+    """Give a queue KickoutQueue's VisibilityTimeout and RedrivePolicy (to `dlq_url`, after maxReceiveCount
+    receives: moto moves the message itself); its ARN."""
+    properties = template_queue()
+
+    def arn(url: str) -> str:
+        found: str = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        return found
+
+    redrive = {"deadLetterTargetArn": arn(dlq_url), "maxReceiveCount": properties["RedrivePolicy"]["maxReceiveCount"]}
+    sqs.set_queue_attributes(
+        QueueUrl=queue_url,
+        Attributes={"VisibilityTimeout": str(properties["VisibilityTimeout"]), "RedrivePolicy": json.dumps(redrive)},
+    )
+    return arn(queue_url)
 
 
 def create_state_table(dynamodb: Any, name: str = STATE_TABLE) -> str:
@@ -188,7 +243,7 @@ def sandbox(
     os.environ.update(
         {"AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     )
-    make_dynamodb_updates_atomic()
+    make_moto_like_aws()
     try:
         with (
             mock_aws(),

@@ -14,6 +14,7 @@ import pytest
 from aws_lambda_powertools.metrics.provider.cold_start import reset_cold_start_flag
 
 from kickout_dev.local_lambda import xray_marker_removed
+from kickout_dev.moto_server import make_moto_like_aws
 from kickout_dev.processes import loopback_unreachable
 from kickout_dev.sandbox import Sandbox, sandbox
 
@@ -21,6 +22,9 @@ from kickout_dev.sandbox import Sandbox, sandbox
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "kickout")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Kickout")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+# moto held to AWS's limits for every test, whichever way it starts moto in this process (the sandbox, mock_aws):
+# a call AWS would refuse fails here too (kickout_dev/moto_server.py).
+make_moto_like_aws()
 
 
 class _CurrentStdout(io.TextIOBase):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -263,7 +262,7 @@ def test_the_budget_item_expires_by_ttl(table: str) -> None:
     item = boto3.client("dynamodb", region_name=REGION).get_item(
         TableName=table, Key={"id": {"S": "budget#1234567890"}}
     )
-    assert int(item["Item"]["expiration"]["N"]) > time.time()
+    assert int(item["Item"]["expiration"]["N"]) > clock.now
 
 
 def test_a_call_that_finds_the_fleet_quiet_costs_one_store_round_trip(table: str) -> None:

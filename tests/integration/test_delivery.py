@@ -1,29 +1,50 @@
 """Nothing lost, nothing wasted: a stream of SQS messages replayed the way SQS delivers them, under faults.
 
-The replay keeps SQS's contract: a batch of up to 10; what the function reports failed comes back later with
-its receive count one higher; after `MAX_RECEIVES` receives SQS would move it to the dead-letter queue.
+The replay is SQS and Lambda's event source mapping as the template configures them (kickout_dev.event_source on
+moto's SQS, made like KickoutQueue and held to AWS's limits): batches of up to 1000 gathered for up to 1 s (and,
+as a second variant, batches of 10); what the function reports failed comes back after its visibility timeout or
+its backoff, its receive count one higher; after maxReceiveCount receives SQS moves it to the dead-letter queue.
+The clock is simulated (time-machine, running at the real pace between jumps of 30 s): the visibility timeouts and
+backoffs pass in no time.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import boto3
 import pytest
+import time_machine
 
-from handler import health, service
-from kickout_dev.events import sqs_record
-from kickout_dev.sandbox import REGION, SERVER_SECRET, Sandbox, template_queue
+from handler import health, service, settings, transport
+from kickout_dev.event_source import Batching, Delivery, Poller
+from kickout_dev.sandbox import (
+    REGION,
+    SERVER_SECRET,
+    Sandbox,
+    make_like_template_queue,
+    template_event_source,
+    template_function_timeout,
+    template_queue,
+)
 from kickout_dev.zim_server import Fault
 from tests.conftest import Invoke, Printed
 
 MAX_RECEIVES = int(template_queue()["RedrivePolicy"]["maxReceiveCount"])
-BATCH_SIZE = 10
+ENVIRONMENTS = int(template_event_source()["ScalingConfig"]["MaximumConcurrency"])
+BATCHINGS = {"template-batches": Batching.from_template(), "batches-of-10": Batching(size=10)}
+STEP = timedelta(seconds=30)
+LONGEST = timedelta(hours=5)
+ROUNDS_PER_STEP = 100
+"""Bounds a replay in simulated time: 20 receives, each after at most the 10-minute backoff or 370 s."""
 # ZEGO's slowest answer here, and the time a request may take (RetryPolicy's 5 s, shortened so as not to wait it out)
 SLOW_SECONDS = 1.5
 REQUEST_TIMEOUT = 1.0
@@ -34,44 +55,95 @@ class Message:
     message_id: str
     body: str
     expect: str  # kicked | parked | nothing_to_do
-    receives: int = 0
 
 
 @dataclass
 class Replay:
-    acknowledged: list[Message] = field(default_factory=list)
+    acknowledged: Counter[str] = field(default_factory=Counter)
+    """Test message id -> deliveries deleted, less the copies the function sent again in their place (deferred)."""
     failed_receives: Counter[str] = field(default_factory=Counter)
-    exhausted: list[Message] = field(default_factory=list)
+    receives: Counter[str] = field(default_factory=Counter)
+    exhausted: list[str] = field(default_factory=list)
+    """Test message ids SQS moved to the dead-letter queue after maxReceiveCount receives."""
+    parked: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    """Test message id -> the copies the function parked in the dead-letter queue."""
+    whole_batches_failed: int = 0
 
 
-def replay(invoke: Invoke, messages: list[Message], *, on_batch: Callable[[int], None] = lambda _: None) -> Replay:
-    """Deliver like SQS: batches of 10 in order, reported failures back at the end with one more receive."""
+def replay(
+    box: Sandbox,
+    invoke: Invoke,
+    halves: tuple[list[Message], list[Message]],
+    batching: Batching,
+    *,
+    between: Callable[[], None] = lambda: None,
+) -> Replay:
+    """Send the first half, deliver until the queue is empty; `between`; the same for the second half."""
     outcome = Replay()
-    pending = list(messages)
-    batches = 0
-    while pending and batches < 10 * len(messages):  # bounded whatever the function does
-        batch, pending = pending[:BATCH_SIZE], pending[BATCH_SIZE:]
-        for message in batch:
-            message.receives += 1
-        on_batch(batches)
-        event = {
-            "Records": [
-                sqs_record(message.body, receive_count=message.receives, message_id=message.message_id)
-                for message in batch
-            ]
-        }
-        response = invoke(event)
-        batches += 1
-        failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
-        for message in batch:
-            if message.message_id not in failed:
-                outcome.acknowledged.append(message)
-            elif message.receives >= MAX_RECEIVES:
-                outcome.exhausted.append(message)
+    names: dict[str, str] = {}  # SQS message id -> the test's message id
+    copies: dict[str, set[str]] = defaultdict(set)  # test message id -> ids of the copies the function sent again
+    with time_machine.travel(datetime.fromtimestamp(int(time.time()), UTC), tick=True) as clock:
+        sqs = boto3.client("sqs", region_name=REGION)
+        make_like_template_queue(sqs, box.queue_url, box.dlq_url)
+        timeout = template_function_timeout()
+        pollers = [
+            Poller(sqs, box.queue_url, lambda event: invoke(event, timeout_seconds=timeout), batching)
+            for _ in range(ENVIRONMENTS)
+        ]
+        for half, messages in enumerate(halves):
+            if half:
+                between()
+            for start in range(0, len(messages), 10):
+                chunk = messages[start : start + 10]
+                answer = sqs.send_message_batch(
+                    QueueUrl=box.queue_url,
+                    Entries=[{"Id": str(n), "MessageBody": message.body} for n, message in enumerate(chunk)],
+                )
+                names |= {sent["MessageId"]: chunk[int(sent["Id"])].message_id for sent in answer["Successful"]}
+            ends = datetime.now(UTC) + LONGEST
+            while not queue_is_empty(sqs, box.queue_url) and datetime.now(UTC) < ends:
+                for _ in range(ROUNDS_PER_STEP):
+                    deliveries = [delivery for poller in pollers if (delivery := poller.poll()) is not None]
+                    if not deliveries:
+                        break
+                    for delivery in deliveries:
+                        tally(outcome, delivery, names, copies)
+                clock.shift(STEP)
+        for name, copied in copies.items():
+            outcome.acknowledged[name] -= len(copied)
+        for message in box.parked():
+            attributes = message.get("MessageAttributes", {})
+            if "KickoutFailure" in attributes:
+                outcome.parked[names[attributes["SourceMessageId"]["StringValue"]]].append(message)
             else:
-                outcome.failed_receives[message.message_id] += 1
-                pending.append(message)
+                source = attributes.get("SourceMessageId", {}).get("StringValue")
+                outcome.exhausted.append(names[source or message["MessageId"]])
     return outcome
+
+
+def tally(outcome: Replay, delivery: Delivery, names: dict[str, str], copies: dict[str, set[str]]) -> None:
+    """One invocation's records, under the test's names (a copy the function sent again by its source's)."""
+    outcome.whole_batches_failed += delivery.whole_batch_failed
+    for record in delivery.records:
+        source = record["messageAttributes"].get("SourceMessageId", {}).get("stringValue")
+        name = names[source or record["messageId"]]
+        if source is not None:
+            copies[name].add(record["messageId"])
+        outcome.receives[name] += 1
+        if record["messageId"] in delivery.failed:
+            outcome.failed_receives[name] += 1
+        else:
+            outcome.acknowledged[name] += 1
+
+
+def queue_is_empty(sqs: Any, queue_url: str) -> bool:
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    counts = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
+    return all(int(count) == 0 for count in counts.values())
 
 
 class FaultyZego:
@@ -144,9 +216,8 @@ def build_stream(zego: FaultyZego) -> list[Message]:
 def faulty_box(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> tuple[Sandbox, FaultyZego]:
     """The sandbox (retry backoff skipped but counted as time spent) with ZEGO playing each room's faults."""
     monkeypatch.setattr(service, "retry_policy", replace(service.retry_policy, request_timeout=REQUEST_TIMEOUT))
-    # This replay has no clock: a circuit its faults opened would never see its recovery window pass, and every
-    # message would wait out its receives. The circuit stays closed here; tests/integration/test_outage.py
-    # replays with time.
+    # The circuit stays closed here, so that each fault plays out through the retries it is meant to meet;
+    # tests/integration/test_outage.py replays what the circuit does.
     monkeypatch.setattr(health, "FAILURES_TO_OPEN", 10**9)
     health.zego_health.cache_clear()
     zego = FaultyZego()
@@ -154,32 +225,30 @@ def faulty_box(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> tuple[Sandbox, 
     return box, zego
 
 
-def parked_by_source(box: Sandbox) -> dict[str, list[dict[str, object]]]:
-    parked: dict[str, list[dict[str, object]]] = defaultdict(list)
-    for message in box.parked():
-        parked[message["MessageAttributes"]["SourceMessageId"]["StringValue"]].append(message)
-    return parked
+def halves(messages: list[Message]) -> tuple[list[Message], list[Message]]:
+    return messages[: len(messages) // 2], messages[len(messages) // 2 :]
 
 
+@pytest.mark.parametrize("batching", BATCHINGS.values(), ids=BATCHINGS.keys())
 def test_a_faulty_stream_is_fully_accounted_for(
-    faulty_box: tuple[Sandbox, FaultyZego], invoke: Invoke, printed: Printed
+    faulty_box: tuple[Sandbox, FaultyZego], invoke: Invoke, printed: Printed, batching: Batching
 ) -> None:
     box, zego = faulty_box
     messages = build_stream(zego)
     assert len(messages) >= 300
 
-    def rotate_mid_stream(batch_number: int) -> None:
+    def rotate() -> None:
         # halfway, the ServerSecret is rotated: ZEGO and Secrets Manager change, the function's cache does not
-        if batch_number == 15:
-            box.zim.rotate_secret("fedcba9876543210fedcba9876543210")
-            box.put_secret(json.dumps({"ServerSecret": "fedcba9876543210fedcba9876543210"}))
+        box.zim.rotate_secret("fedcba9876543210fedcba9876543210")
+        box.put_secret(json.dumps({"ServerSecret": "fedcba9876543210fedcba9876543210"}))
 
-    outcome = replay(invoke, messages, on_batch=rotate_mid_stream)
+    outcome = replay(box, invoke, halves(messages), batching, between=rotate)
 
-    # THEN no message exhausted its receives (none would reach the DLQ by redrive)
+    # THEN no message exhausted its receives (none reached the DLQ by redrive), no batch failed whole
     assert outcome.exhausted == []
-    # every message was acknowledged exactly once
-    assert Counter(message.message_id for message in outcome.acknowledged) == Counter(m.message_id for m in messages)
+    assert outcome.whole_batches_failed == 0
+    # every message was acknowledged exactly once (a copy sent again in its place counts as the message)
+    assert outcome.acknowledged == Counter(message.message_id for message in messages)
     # each kicked message's users were kicked from its room by an accepted, signed request
     kicked = {(call.room_id, user) for call in box.zim.kickouts if call.code == 0 for user in call.user_ids}
     for message in messages:
@@ -187,55 +256,63 @@ def test_a_faulty_stream_is_fully_accounted_for(
         if message.expect == "kicked" and body is not None:
             assert {(body["room_id"], user) for user in body["user_ids"]} <= kicked, message.message_id
     # parked messages: once each, body unchanged, with their reason, on their first receive, never reported failed
-    parked = parked_by_source(box)
     expected_parked = {message.message_id: message for message in messages if message.expect == "parked"}
-    assert set(parked) == set(expected_parked)
-    for message_id, copies in parked.items():
+    assert set(outcome.parked) == set(expected_parked)
+    for message_id, copies in outcome.parked.items():
         assert len(copies) == 1, message_id
         assert copies[0]["Body"] == expected_parked[message_id].body
-        reason = copies[0]["MessageAttributes"]["KickoutFailure"]["StringValue"]  # type: ignore[index]
+        reason = copies[0]["MessageAttributes"]["KickoutFailure"]["StringValue"]
         assert reason == ("invalid_payload" if message_id.startswith("poison") else "zego_refused")
         assert outcome.failed_receives[message_id] == 0
     # nothing-to-do messages are acknowledged at once, never parked or retried
     for message in messages:
         if message.expect == "nothing_to_do":
             assert outcome.failed_receives[message.message_id] == 0
-    # only what outlasts one invocation's retries came back: `down` (6 x 503) and some `ratelimited`
+    # only what outlasts one invocation's retries came back: `down` (6 x 503) and some `ratelimited`, each after
+    # the backoff the function gave it (none refused)
     retried_kinds = {message_id.rsplit("-", 1)[0] for message_id in outcome.failed_receives}
     assert retried_kinds <= {"down", "ratelimited"}
+    assert printed.metric("BackoffFailed") == 0
     # the slow answers were given up on and asked again; the retries backed off (in no time: the sandbox's clock)
     assert all(zego.seen[room] >= 2 for room in zego.scripts if room.startswith("slow-"))
     assert box.backoff is not None
     assert box.backoff.sleeps, "the retries did not back off through the sandbox's clock"
-    # the rotation cost at most one refused signature per call in flight (a batch's), then the secret was re-read
-    assert 1 <= sum(1 for code, _ in box.zim.refusals if code == 100000005) <= BATCH_SIZE
+    # the rotation cost at most one refused signature per call in flight (a batch's, on the pool), then the secret
+    # was re-read
+    in_flight = min(batching.size, transport.POOL_SIZE) * ENVIRONMENTS
+    assert 1 <= sum(1 for code, _ in box.zim.refusals if code == 100000005) <= in_flight
     # and the secret and signatures never reached the output
     assert SERVER_SECRET not in printed.text
     assert "fedcba9876543210fedcba9876543210" not in printed.text
     assert not any(kickout.nonce in printed.text for kickout in box.zim.kickouts[:50])
 
 
+@pytest.mark.parametrize("batching", BATCHINGS.values(), ids=BATCHINGS.keys())
 def test_with_the_dead_letter_queue_unreachable_nothing_is_acknowledged_that_was_not_done(
-    faulty_box: tuple[Sandbox, FaultyZego], invoke: Invoke
+    faulty_box: tuple[Sandbox, FaultyZego], invoke: Invoke, monkeypatch: pytest.MonkeyPatch, batching: Batching
 ) -> None:
     box, zego = faulty_box
     messages = [m for m in build_stream(zego) if not m.message_id.startswith(("slow", "down", "ratelimited"))][:120]
-    boto3.client("sqs", region_name=REGION).delete_queue(QueueUrl=box.dlq_url)
+    # GIVEN the function cannot reach its dead-letter queue (SQS's redrive to it still works)
+    monkeypatch.setenv("KICKOUT_DLQ_URL", box.dlq_url.rsplit("/", 1)[0] + "/kickout-dlq-that-was-never-created")
+    settings.current.cache_clear()
 
-    outcome = replay(invoke, messages)
+    outcome = replay(box, invoke, halves(messages), batching)
 
-    acknowledged = {message.message_id for message in outcome.acknowledged}
+    acknowledged = {message_id for message_id, count in outcome.acknowledged.items() if count}
     must_park = {message.message_id for message in messages if message.expect == "parked"}
     assert must_park, "the sample holds messages that must be parked"
-    # what had to be parked could not be: it stayed with SQS until redrive (exhausted), never acknowledged
+    # what had to be parked could not be: it stayed with SQS until its redrive (exhausted), never acknowledged
     assert not acknowledged & must_park, sorted(acknowledged & must_park)
-    assert {message.message_id for message in outcome.exhausted} == must_park
+    assert sorted(outcome.exhausted) == sorted(must_park)
+    assert all(outcome.receives[message_id] == MAX_RECEIVES for message_id in must_park)
     # everything else went through as usual
     assert acknowledged == {message.message_id for message in messages} - must_park
 
 
+@pytest.mark.parametrize("batching", BATCHINGS.values(), ids=BATCHINGS.keys())
 def test_with_the_secret_missing_no_kickout_is_acknowledged(
-    faulty_box: tuple[Sandbox, FaultyZego], invoke: Invoke
+    faulty_box: tuple[Sandbox, FaultyZego], invoke: Invoke, printed: Printed, batching: Batching
 ) -> None:
     box, zego = faulty_box
     messages = [m for m in build_stream(zego) if not m.message_id.startswith(("slow", "down", "ratelimited"))][:60]
@@ -243,10 +320,13 @@ def test_with_the_secret_missing_no_kickout_is_acknowledged(
         SecretId=box.secret_arn, ForceDeleteWithoutRecovery=True
     )
 
-    outcome = replay(invoke, messages)
+    outcome = replay(box, invoke, halves(messages), batching)
 
     assert box.zim.requests_seen == 0
-    acknowledged = {message.message_id for message in outcome.acknowledged}
-    # only poison could be dealt with (parked: it needs no secret); every kickout stayed with SQS
+    acknowledged = {message_id for message_id, count in outcome.acknowledged.items() if count}
+    # only poison could be dealt with (parked: it needs no secret); every kickout stayed with SQS until its redrive
     assert acknowledged == {message.message_id for message in messages if message.message_id.startswith("poison")}
-    assert {message.message_id for message in outcome.exhausted} == {m.message_id for m in messages} - acknowledged
+    assert sorted(outcome.exhausted) == sorted({m.message_id for m in messages} - acknowledged)
+    # each time hidden for its backoff (Secrets Manager failed): none of the hides was refused
+    assert printed.metric("BackoffFailed") == 0
+    assert printed.metric("MessagesBackedOff") == MAX_RECEIVES * len(outcome.exhausted)
