@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from handler import transport
-from handler.errors import SecretUnavailable
-from handler.secret import read_server_secret
+from handler.aws.clients import secrets_provider
+from handler.aws.secret import ServerSecret
+from handler.core.errors import SecretUnavailable
+from handler.zego import transport
 from kickout_dev.sandbox import REGION, Sandbox
 
 SIGNED_URL_TAIL = "?Action=KickoutRoomUser&Signature=deadbeefdeadbeefdeadbeefdeadbeef&SignatureNonce=0123456789abcdef"
@@ -41,7 +42,7 @@ def test_a_reply_with_broken_headers_does_not_log_the_signed_url(
 ) -> None:
     # GIVEN Lambda's root logger at WARNING, as the runtime sets it
     caplog.set_level(logging.WARNING)
-    import handler.observability  # noqa: F401 (sets the libraries' levels, as the function's import does)
+    import handler.aws.observability  # noqa: F401 (sets the libraries' levels, as the function's import does)
 
     # WHEN ZEGO's answer has a header line that does not parse
     transport.send(server_with_broken_headers + SIGNED_URL_TAIL, 3.0)
@@ -55,7 +56,7 @@ def test_a_binary_secret_is_read_as_text(box: Sandbox) -> None:
 
     client = boto3.client("secretsmanager", region_name=REGION)
     arn = client.create_secret(Name="binary", SecretBinary=json.dumps({"ServerSecret": "from-binary"}).encode())["ARN"]
-    assert read_server_secret(arn) == "from-binary"
+    assert ServerSecret(arn, secrets_provider()).read() == "from-binary"
 
 
 def test_a_binary_secret_that_is_not_text_is_unavailable_not_a_crash(box: Sandbox) -> None:
@@ -64,4 +65,4 @@ def test_a_binary_secret_that_is_not_text_is_unavailable_not_a_crash(box: Sandbo
     client = boto3.client("secretsmanager", region_name=REGION)
     arn = client.create_secret(Name="binary-junk", SecretBinary=b"\xff\xfe\x00")["ARN"]
     with pytest.raises(SecretUnavailable, match="not UTF-8"):
-        read_server_secret(arn)
+        ServerSecret(arn, secrets_provider()).read()

@@ -12,14 +12,14 @@ from typing import Any, TypeVar
 import pytest
 from pydantic import ValidationError
 
-from handler import zim
-from handler.deadline import Deadline
-from handler.errors import OutOfTime, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
-from handler.kickout import carry_out, coalesce, plan
-from handler.models import MAX_USERS_PER_REQUEST, KickoutRequest, describe_invalid, field_problems
-from handler.pacing import Pacer
-from handler.ports import HttpReply, TransportFailure, ZegoUnwell
-from handler.zim_client import RetryPolicy, ZimClient
+from handler.core.deadline import Deadline
+from handler.core.errors import OutOfTime, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
+from handler.core.kickout import carry_out, coalesce, plan
+from handler.core.models import MAX_USERS_PER_REQUEST, KickoutRequest, describe_invalid, field_problems
+from handler.core.ports import HttpReply, TransportFailure, ZegoUnwell
+from handler.fleet.pacing import Pacer
+from handler.zego import zim
+from handler.zego.client import RetryPolicy, ZimClient
 from kickout_dev.zim_server import parse_query
 
 GOOD = {"room_id": "lobby-7", "user_ids": ["u1"]}

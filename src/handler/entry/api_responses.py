@@ -6,9 +6,9 @@ from aws_lambda_powertools.event_handler import content_types
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, Field
 
-from handler import zim
-from handler.models import CallReport, KickoutResult
-from handler.zim import CodeClass
+from handler.core.models import CallReport, KickoutResult
+from handler.zego import zim
+from handler.zego.zim import CodeClass
 
 
 class FieldProblem(BaseModel):

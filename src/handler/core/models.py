@@ -10,7 +10,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from handler import zim
+from handler.zego import zim
 
 MAX_USERS_PER_REQUEST: Final = 500
 """Ten ZEGO calls at most: at the fleet's share of ZEGO's 20 requests/s that still fits one invocation."""
