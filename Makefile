@@ -29,7 +29,7 @@ export TMPDIR := $(CURDIR)/.tmp
 $(shell mkdir -p $(TMPDIR))
 export PIP_NO_CACHE_DIR := 1
 
-.PHONY: demo test lint typecheck template-lint checkov unit install sam build clean openapi bench
+.PHONY: demo test lint typecheck imports template-lint checkov unit install sam build clean openapi bench
 
 # The built function under Lambda's Runtime Interface Emulator (`make local`) where this machine can run it (Linux,
 # python3.13; the SAM CLI is installed on first use), else the handler in-process. Exit 69: cannot run it here.
@@ -57,7 +57,7 @@ sam-local: install sam
 sam-local-image: install sam
 	$(VENV)/bin/python -m kickout_dev.standin_image
 
-test: lint typecheck template-lint checkov unit
+test: lint typecheck imports template-lint checkov unit
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -65,6 +65,10 @@ lint: install
 
 typecheck: install
 	$(VENV)/bin/mypy
+
+# The layers of src/handler (pyproject.toml [tool.importlinter]): imports run one way down, the core stays pure.
+imports: install
+	$(VENV)/bin/lint-imports
 
 template-lint: install sam
 	$(VENV)/bin/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
@@ -86,7 +90,7 @@ $(CHECKOV_VENV)/.installed:
 unit: install
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# docs/openapi.json from the routes and models in src/handler/api.py; tests/integration/test_openapi.py fails when it drifts.
+# docs/openapi.json from the routes and models in src/handler/entry/api.py; tests/integration/test_openapi.py fails when it drifts.
 openapi: install
 	$(VENV)/bin/python -m kickout_dev.openapi
 

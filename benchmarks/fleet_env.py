@@ -43,7 +43,7 @@ def emf_metrics(printed: str) -> dict[str, list[float]]:
 
 def main() -> None:
     from handler.app import lambda_handler
-    from handler.observability import logger
+    from handler.aws.observability import logger
 
     printed = io.StringIO()
     logger.registered_handler.setStream(printed)  # type: ignore[attr-defined]

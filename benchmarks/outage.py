@@ -30,19 +30,16 @@ def main() -> None:
         os.environ.setdefault(name, value)
     printed = io.StringIO()
     with sandbox() as box, contextlib.redirect_stdout(printed):
-        from handler import health
-        from handler.app import lambda_handler
-        from handler.observability import logger
+        from handler.aws.observability import logger
 
         logger.registered_handler.setStream(printed)  # type: ignore[attr-defined]
         if args.no_circuit:
-            health.FAILURES_TO_OPEN = 10**9  # type: ignore[misc]
-            health.zego_health.cache_clear()
+            box.rewire(failures_to_open=10**9)
 
         def invoke(event: dict[str, Any]) -> dict[str, Any]:
             printed.seek(0)
             printed.truncate()
-            response: dict[str, Any] = lambda_handler(event, LambdaContext())
+            response: dict[str, Any] = box.handler(event, LambdaContext())
             return response
 
         scenario = Scenario()

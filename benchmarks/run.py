@@ -116,7 +116,7 @@ def xray_daemon_sink() -> Iterator[str]:
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """The function's logs and EMF blobs away from the table (for the in-process measurements)."""
-    from handler.observability import logger
+    from handler.aws.observability import logger
 
     sink = io.StringIO()
     logger.registered_handler.setStream(sink)  # type: ignore[attr-defined]
@@ -586,12 +586,12 @@ def measure_imports(backend: Backend, layouts: dict[str, Layout], report: Report
     cumulative = {module: total / 1000 for module, _, total in function}
     watched = [
         "handler.app",
-        "handler.api",
+        "handler.entry.api",
         "aws_lambda_powertools.event_handler",
-        "handler.queue",
+        "handler.entry.queue",
         "aws_lambda_powertools.utilities.batch",
-        "handler.direct",
-        "handler.service",
+        "handler.entry.direct",
+        "handler.entry.service",
         "aws_xray_sdk.core",
         "boto3",
         "pydantic",
@@ -602,8 +602,8 @@ def measure_imports(backend: Backend, layouts: dict[str, Layout], report: Report
     )
     # What a direct invoke or an SQS batch would not import if app.py imported its adapters on first use.
     for path, modules in (
-        ("direct invoke", "import handler.observability, handler.direct"),
-        ("SQS batch", "import handler.observability, handler.queue"),
+        ("direct invoke", "import handler.aws.observability, handler.entry.direct"),
+        ("SQS batch", "import handler.aws.observability, handler.entry.queue"),
     ):
         eager = _imported_modules(backend, bundled, "import handler.app")
         lazy = _imported_modules(backend, bundled, modules)

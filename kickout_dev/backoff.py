@@ -1,6 +1,6 @@
 """ZEGO retry backoff that takes no time, for tests that replay many faults, yet still costs the invocation its time.
 
-The sandbox puts `InstantBackoff.sleep` in place of the function's backoff sleep (handler.service.retry_sleep) and
+The sandbox puts `InstantBackoff.sleep` in place of the function's backoff sleep (handler.entry.service.retry_sleep) and
 gives each Lambda context `InstantBackoff.clock()`: the time an invocation has used counts the backoff it skipped,
 so the function runs out of time as it would in Lambda, and a test does not wait the backoff out.
 """

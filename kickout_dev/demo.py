@@ -30,7 +30,7 @@ def invoke(event: Any) -> Invocation:
     """Call the handler as Lambda would: what it returned (or Lambda's error document for what it raised) and
     what it printed, as the emulator's invocations have them."""
     from handler.app import lambda_handler  # after the sandbox has set the environment
-    from handler.observability import logger
+    from handler.aws.observability import logger
 
     printed = io.StringIO()
     logger.registered_handler.setStream(printed)  # type: ignore[attr-defined]

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from moto import mock_aws
@@ -22,6 +22,9 @@ from moto import mock_aws
 from kickout_dev.backoff import InstantBackoff
 from kickout_dev.moto_server import make_moto_like_aws
 from kickout_dev.zim_server import ZimStandIn
+
+if TYPE_CHECKING:
+    from handler.wiring import Function
 
 REGION = "eu-central-1"
 APP_ID = 1234567890
@@ -65,6 +68,28 @@ class Sandbox:
     environ: dict[str, str]
     backoff: InstantBackoff | None = None
     """The function's retry backoff, skipped but counted as time spent; None: real sleeps."""
+    function: Function = field(init=False)
+    """The function as one execution environment of Lambda would run it here (handler/wiring.py)."""
+
+    def __post_init__(self) -> None:
+        self.rewire()
+
+    def rewire(self, environ: Mapping[str, str] | None = None, **parts: Any) -> Function:
+        """A new execution environment: the function built afresh, from the sandbox's environment (with `environ`
+        laid over it) and its backoff, and any other `Parts` given (a retry policy, the circuit's threshold)."""
+        from handler.wiring import Function, Parts
+
+        forget_circuit_counters()
+        if self.backoff is not None:
+            parts.setdefault("retry_sleep", self.backoff.sleep)
+        self.function = Function(Parts(environ={**self.environ, **(environ or {})}, **parts))
+        return self.function
+
+    def handler(self, event: Any, context: LambdaContext) -> Any:
+        """The Lambda handler of the sandbox's function, as the runtime calls it."""
+        from handler.app import handler_for
+
+        return handler_for(lambda: self.function)(event, context)
 
     def context(self, timeout_seconds: float = 20.0) -> LambdaContext:
         """A fresh Lambda context, on a clock that counts the backoff the sandbox skips."""
@@ -77,7 +102,7 @@ class Sandbox:
 
     def deferred(self) -> list[dict[str, Any]]:
         """Every message the function sent again to the kickout queue, once its delay is over; received and deleted."""
-        from handler.redelivery import DEFER_DELAY_SECONDS
+        from handler.entry.redelivery import DEFER_DELAY_SECONDS
 
         time.sleep(DEFER_DELAY_SECONDS + 0.1)
         return self._drain(self.queue_url)
@@ -199,25 +224,6 @@ def function_environment(
     }
 
 
-def reset_function_state() -> None:
-    """Forget what the function cached at module level: settings, the secret, the SQS client."""
-    from handler import aws_clients, health, secret, service, settings  # imported late: the sandbox's env first
-
-    settings.current.cache_clear()
-    health.zego_health.cache_clear()
-    forget_circuit_counters()
-    secret.clear_cache()  # the secrets client and its cache with it
-    aws_clients.sqs.cache_clear()
-    aws_clients.dynamodb.cache_clear()
-    service.forget_budget()
-
-
-def _backoff_sleep(sleep: Callable[[float], None]) -> None:
-    from handler import service  # imported late: the handler must see the sandbox's env
-
-    service.retry_sleep = sleep
-
-
 def forget_circuit_counters() -> None:
     """Powertools keeps each circuit's failure streak per process (one execution environment): start afresh."""
     from aws_lambda_powertools.utilities.circuit_breaker import base
@@ -266,16 +272,11 @@ def sandbox(
                 queue_url=queue_url,
                 rate_limit_per_second=rate_limit_per_second,
             )
-            os.environ.update(environ)
-            reset_function_state()
-            if backoff is not None:
-                _backoff_sleep(backoff.sleep)
+            os.environ.update(environ)  # for boto3's own clients and Powertools; the function reads `environ`
             yield Sandbox(
                 zim=zim, secret_arn=secret_arn, dlq_url=dlq_url, queue_url=queue_url, environ=environ, backoff=backoff
             )
     finally:
-        if backoff is not None:
-            _backoff_sleep(time.sleep)
         os.environ.clear()
         os.environ.update(saved)
-        reset_function_state()
+        forget_circuit_counters()

@@ -90,7 +90,7 @@ def box() -> Iterator[Sandbox]:
 
 @pytest.fixture
 def printed(capsys: pytest.CaptureFixture[str]) -> Iterator[Printed]:
-    from handler.observability import logger, metrics
+    from handler.aws.observability import logger, metrics
 
     capture = Printed(capsys)
     logger.registered_handler.setStream(_CurrentStdout())  # type: ignore[attr-defined]
@@ -106,10 +106,9 @@ class Invoke(Protocol):
 
 @pytest.fixture
 def invoke(box: Sandbox, printed: Printed) -> Invoke:
-    """Call the real Lambda handler as the runtime would, with a fresh context of 20 s."""
-    from handler.app import lambda_handler
+    """Call the real Lambda handler as the runtime would, with a fresh context of 20 s, on the sandbox's function."""
 
     def call(event: Any, *, timeout_seconds: float = 20.0) -> Any:
-        return lambda_handler(event, box.context(timeout_seconds))
+        return box.handler(event, box.context(timeout_seconds))
 
     return call

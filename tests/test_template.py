@@ -22,7 +22,7 @@ import pytest
 from cfnlint.api import ManualArgs, lint_file
 from cfnlint.decode import cfn_yaml
 
-from handler.budget import MARGIN
+from handler.fleet.budget import MARGIN
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -361,8 +361,8 @@ def test_zegos_limit_is_one_budget_the_function_learns_with_its_table(template: 
 def test_the_fallback_pace_keeps_every_environment_that_can_run_under_zegos_limit_together(
     template: Template, overrides: dict[str, float]
 ) -> None:
-    from handler.service import fallback_rate_per_second
-    from handler.settings import settings_from
+    from handler.aws.settings import settings_from
+    from handler.wiring import fallback_rate_per_second
 
     # GIVEN the function's environment as the template sets it, with its parameters' defaults or these
     parameters = {name: parameter.get("Default") for name, parameter in template["Parameters"].items()}
@@ -446,7 +446,7 @@ def test_queue_redrives_to_the_dead_letter_queue_after_twenty_receives(template:
 def shortest_ride_out(max_receives: int) -> int:
     """Seconds from a message's first receive until SQS would move it, when ZEGO fails it at every receive and each
     backoff is cut by the most jitter can take (docs/failure-handling.md "A ZEGO outage")."""
-    from handler.redelivery import backoff_seconds
+    from handler.entry.redelivery import backoff_seconds
 
     return sum(backoff_seconds(receive, jitter=lambda: 1.0) for receive in range(1, max_receives + 1))
 
@@ -486,13 +486,13 @@ def test_alarm_fires_when_any_message_is_visible_in_the_dead_letter_queue(templa
 
 
 def code_metric_names() -> set[str]:
-    """Every metric src/handler emits: the members of handler.observability.MetricName.
+    """Every metric src/handler emits: the members of handler.aws.observability.MetricName.
 
     That the code emits exactly these is held by the tests below: every emit call names a member, and every
-    member is emitted somewhere (Failed<Class> once per class service.failure_class returns, ColdStart by
+    member is emitted somewhere (Failed<Class> once per class audit.failure_class returns, ColdStart by
     Powertools when a handler asks for it).
     """
-    from handler.observability import MetricName
+    from handler.aws.observability import MetricName
 
     return {str(name) for name in MetricName}
 
@@ -536,13 +536,13 @@ def test_the_code_names_every_metric_it_emits_from_the_metric_name_enum() -> Non
 
 
 def test_every_metric_name_in_the_enum_is_emitted_by_the_code() -> None:
-    from handler.observability import MetricName
+    from handler.aws.observability import MetricName
 
     # GIVEN the names the emit calls use, the failure classes, and the handlers' cold start metric
     used = {ast.unparse(name).removeprefix("MetricName.") for _, name in emitted_names()}
     failed = {f"Failed{kind}" for kind in failure_classes()}
     cold_start = any(
-        "capture_cold_start_metric=True" in path.read_text(encoding="utf-8") for path in HANDLER_SOURCE.glob("*.py")
+        "capture_cold_start_metric=True" in path.read_text(encoding="utf-8") for path in HANDLER_SOURCE.rglob("*.py")
     )
     # THEN each member is one of them: a name no code emits would be a dashboard line that stays empty
     for member in MetricName:
@@ -557,8 +557,8 @@ def test_every_metric_name_in_the_enum_is_emitted_by_the_code() -> None:
 
 
 def failure_classes() -> set[str]:
-    """The strings service.failure_class can return."""
-    tree = ast.parse((HANDLER_SOURCE / "service.py").read_text(encoding="utf-8"))
+    """The strings audit.failure_class can return."""
+    tree = ast.parse((HANDLER_SOURCE / "entry" / "audit.py").read_text(encoding="utf-8"))
     (function,) = (
         node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "failure_class"
     )
@@ -815,7 +815,7 @@ def test_rate_limit_alarm_fires_when_zego_refuses_for_rate_in_3_of_5_minutes(tem
 
 
 def test_rate_limit_alarm_names_the_codes_zim_py_counts_as_rate_limited(template: Template) -> None:
-    from handler import zim
+    from handler.zego import zim
 
     description = resource(template, "ZegoRateLimitedAlarm", "AWS::CloudWatch::Alarm")["AlarmDescription"]
     (listed,) = re.findall(r"\(codes ([\d, ]+)\)", description)
@@ -825,7 +825,7 @@ def test_rate_limit_alarm_names_the_codes_zim_py_counts_as_rate_limited(template
 def test_queue_age_alarm_ignores_a_blip_and_fires_long_before_a_message_could_be_moved(template: Template) -> None:
     # GIVEN what a short ZEGO blip costs a message (three failed receives and their backoffs, at most), and how long
     # SQS keeps a message that ZEGO fails at every receive
-    from handler.redelivery import backoff_seconds
+    from handler.entry.redelivery import backoff_seconds
 
     queue = resource(template, "KickoutQueue", "AWS::SQS::Queue")
     blip = sum(backoff_seconds(receive, jitter=lambda: 0.0) for receive in range(1, 4))

@@ -13,10 +13,13 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handler import direct
-from handler.observability import logger, metrics, tracer
+from handler import wiring
+from handler.aws.observability import logger, metrics, tracer
+from handler.entry import direct
+from handler.entry.kickouts import Kickouts
 
-Adapter = Callable[[Any, LambdaContext], Any]
+Adapter = Callable[[Any, LambdaContext, Kickouts], Any]
+LambdaHandler = Callable[..., Any]
 
 
 def adapter_for(event: Any) -> Adapter:
@@ -24,12 +27,12 @@ def adapter_for(event: Any) -> Adapter:
     if not isinstance(event, dict):
         return direct.handle
     if isinstance(event.get("httpMethod"), str) and isinstance(event.get("requestContext"), dict):
-        from handler import api  # noqa: PLC0415 (on first use: see the module's docstring)
+        from handler.entry import api  # noqa: PLC0415 (on first use: see the module's docstring)
 
         return api.handle
     records = event.get("Records")
     if isinstance(records, list) and records and all(_is_sqs_record(record) for record in records):
-        from handler import queue  # noqa: PLC0415
+        from handler.entry import queue  # noqa: PLC0415
 
         return queue.handle
     return direct.handle
@@ -44,8 +47,18 @@ def _is_sqs_record(record: Any) -> bool:
     )
 
 
-@logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics(capture_cold_start_metric=True)
-def lambda_handler(event: Any, context: LambdaContext) -> Any:
-    return adapter_for(event)(event, context)
+def handler_for(function: Callable[[], wiring.Function]) -> LambdaHandler:
+    """The Lambda handler of `function` (made on the first invocation): logs, traces and metrics around the adapter."""
+
+    @logger.inject_lambda_context(clear_state=True)
+    @tracer.capture_lambda_handler(capture_response=False)
+    @metrics.log_metrics(capture_cold_start_metric=True)
+    def lambda_handler(event: Any, context: LambdaContext) -> Any:
+        return adapter_for(event)(event, context, function().kickouts)
+
+    handler: LambdaHandler = lambda_handler
+    return handler
+
+
+lambda_handler = handler_for(wiring.lambdas_function)
+"""The handler Lambda calls (template.yaml: handler.app.lambda_handler), for the function of its environment."""

@@ -519,7 +519,6 @@ def test_secret_rotated_only_at_zego_answers_502_after_one_reread(invoke: Invoke
 def test_malformed_configuration_answers_500_naming_the_variable(
     invoke: Invoke, box: Sandbox, monkeypatch: pytest.MonkeyPatch, subtests: pytest.Subtests
 ) -> None:
-    from handler import settings
 
     cases: list[tuple[str, str | None]] = [
         ("ZEGO_APP_ID", "not-a-number"),
@@ -530,13 +529,9 @@ def test_malformed_configuration_answers_500_naming_the_variable(
         ("ZEGO_SECRET_ID", None),
     ]
     for variable, value in cases:
-        with subtests.test(variable=variable, value=value), monkeypatch.context() as env:
-            # GIVEN one variable of the function's environment is malformed (or missing)
-            if value is None:
-                env.delenv(variable)
-            else:
-                env.setenv(variable, value)
-            settings.current.cache_clear()
+        with subtests.test(variable=variable, value=value):
+            # GIVEN an environment where one variable of the function is malformed (or missing)
+            box.rewire(environ={variable: value or ""})
 
             # WHEN a valid kickout is posted
             response = invoke(post({"room_id": "lobby-7", "user_ids": ["spammer_01"]}))
@@ -546,7 +541,7 @@ def test_malformed_configuration_answers_500_naming_the_variable(
             body = body_of(response)
             assert body["error"] == "configuration_error"
             assert variable in body["message"]
-        settings.current.cache_clear()
+    box.rewire()
     # AND ZEGO was never called with a half-configured request
     assert box.zim.requests_seen == 0
 
@@ -658,12 +653,10 @@ def test_a_request_that_fails_partway_says_which_users_were_kicked(invoke: Invok
 def test_an_unexpected_error_is_a_json_500_that_says_nothing_of_it(
     invoke: Invoke, box: Sandbox, printed: Printed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from handler import service
-
     def broken(*_: Any, **__: Any) -> Any:
         raise KeyError("internal detail")
 
-    monkeypatch.setattr(service, "send_calls", broken)
+    box.rewire(send=broken)
     response = invoke(post({"room_id": "lobby-7", "user_ids": ["spammer_01"]}))
     assert response["statusCode"] == 500
     assert body_of(response)["error"] == "internal_error"

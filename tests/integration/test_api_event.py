@@ -1,7 +1,7 @@
 """The whole API Gateway event, not only its payload: header maps, the base64 flag, raw bodies of any bytes.
 
 Every client mistake is a 4xx naming it and no ZEGO call; a 500 would be a bug. The property below judges the
-real handler against an oracle written here, apart from handler/api_request.py.
+real handler against an oracle written here, apart from handler/entry/api_request.py.
 """
 
 from __future__ import annotations

@@ -97,16 +97,14 @@ def test_a_bug_in_one_group_costs_that_group_a_retry_not_the_batch(
     invoke: Invoke, box: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN settling room "cursed" hits an unexpected error (a bug), room "fine" does not
-    from handler import service
+    from handler.zego import transport
 
-    real_send_calls = service.send_calls
-
-    def send_calls(request: Any, *args: Any, **kwargs: Any) -> Any:
-        if request.room_id == "cursed":
+    def send(url: str, timeout: float) -> Any:
+        if "RoomId=cursed&" in url:
             raise KeyError("a bug")
-        return real_send_calls(request, *args, **kwargs)
+        return transport.send(url, timeout)
 
-    monkeypatch.setattr(service, "send_calls", send_calls)
+    box.rewire(send=send)
     event = sqs_event(body("cursed", "u1"), body("fine", "u2"))
     # WHEN the batch is settled
     response = invoke(event)

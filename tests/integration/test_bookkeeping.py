@@ -18,7 +18,8 @@ import boto3
 import pytest
 import time_machine
 
-from handler import aws_clients, health, queue, redelivery
+from handler.entry import queue, redelivery
+from handler.fleet import circuit
 from kickout_dev.events import sqs_record
 from kickout_dev.sandbox import APP_ID, REGION, STATE_TABLE, Sandbox
 from tests.conftest import Invoke, Printed
@@ -41,7 +42,7 @@ class SlowSqs:
 @pytest.fixture
 def slow_sqs(box: Sandbox) -> Iterator[SlowSqs]:
     slow = SlowSqs(0.02)
-    events = aws_clients.sqs().meta.events
+    events = box.function.sqs().meta.events
     events.register("before-call.sqs", slow)
     yield slow
     events.unregister("before-call.sqs", slow)
@@ -87,7 +88,7 @@ def open_circuit() -> None:
     boto3.client("dynamodb", region_name=REGION).put_item(
         TableName=STATE_TABLE,
         Item={
-            "id": {"S": health.circuit_name(APP_ID)},
+            "id": {"S": circuit.circuit_name(APP_ID)},
             "state": {"S": "OPEN"},
             "failure_count": {"N": "5"},
             "opened_at": {"N": str(opened_at)},
@@ -113,9 +114,7 @@ def test_a_full_batch_under_an_open_circuit_is_hidden_for_its_backoff_in_sqs_siz
     context = box.context(60)
 
     # WHEN the function handles them as one batch (the template's QueueBatchSize)
-    from handler.app import lambda_handler
-
-    response = lambda_handler({"Records": records}, context)
+    response = box.handler({"Records": records}, context)
 
     # THEN each goes back to SQS, hidden for its backoff (a minute, less up to a fifth), not for its receive's 600 s
     assert failed_ids(response) == {record["messageId"] for record in records}
@@ -138,9 +137,7 @@ def test_a_full_batch_of_poison_is_parked_in_sqs_sized_calls(
     context = box.context(60)
 
     # WHEN the function handles them as one batch
-    from handler.app import lambda_handler
-
-    response = lambda_handler({"Records": records}, context)
+    response = box.handler({"Records": records}, context)
 
     # THEN every one is parked once and acknowledged, in calls of 10
     assert response == {"batchItemFailures": []}
@@ -177,9 +174,7 @@ def test_bookkeeping_that_cannot_finish_before_the_deadline_is_not_started_and_s
     context = box.context(8)
 
     # WHEN the function handles them with 8 s to run: time for a few rounds of SQS calls, not for all of them
-    from handler.app import lambda_handler
-
-    response = lambda_handler({"Records": records}, context)
+    response = box.handler({"Records": records}, context)
 
     # THEN it returned with its margin left, having started only the calls that could end in time
     assert context.get_remaining_time_in_millis() / 1000 >= queue.RETURN_MARGIN

@@ -12,9 +12,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from handler.budget import MARGIN, MIN_LEAD, QUEUE_HORIZON, STORE_RETRY_SECONDS, FleetBudget, Lane
-from handler.pacing import Pacer
-from handler.slot_book import Booked, Busy, DynamoSlotBook, StoreUnavailable
+from handler.fleet.budget import MARGIN, MIN_LEAD, QUEUE_HORIZON, STORE_RETRY_SECONDS, FleetBudget, Lane
+from handler.fleet.pacing import Pacer
+from handler.fleet.slot_book import Booked, Busy, DynamoSlotBook, StoreUnavailable
 from kickout_dev.moto_server import make_dynamodb_updates_atomic
 from kickout_dev.sandbox import REGION, create_state_table
 

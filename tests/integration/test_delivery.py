@@ -16,7 +16,7 @@ import time
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,8 @@ import boto3
 import pytest
 import time_machine
 
-from handler import health, service, settings, transport
+from handler.zego import transport
+from handler.zego.client import RetryPolicy
 from kickout_dev.event_source import Batching, Delivery, Poller
 from kickout_dev.sandbox import (
     REGION,
@@ -215,11 +216,9 @@ def build_stream(zego: FaultyZego) -> list[Message]:
 @pytest.fixture
 def faulty_box(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> tuple[Sandbox, FaultyZego]:
     """The sandbox (retry backoff skipped but counted as time spent) with ZEGO playing each room's faults."""
-    monkeypatch.setattr(service, "retry_policy", replace(service.retry_policy, request_timeout=REQUEST_TIMEOUT))
     # The circuit stays closed here, so that each fault plays out through the retries it is meant to meet;
     # tests/integration/test_outage.py replays what the circuit does.
-    monkeypatch.setattr(health, "FAILURES_TO_OPEN", 10**9)
-    health.zego_health.cache_clear()
+    box.rewire(retry_policy=RetryPolicy(request_timeout=REQUEST_TIMEOUT), failures_to_open=10**9)
     zego = FaultyZego()
     box.zim.fault_for = zego
     return box, zego
@@ -294,8 +293,11 @@ def test_with_the_dead_letter_queue_unreachable_nothing_is_acknowledged_that_was
     box, zego = faulty_box
     messages = [m for m in build_stream(zego) if not m.message_id.startswith(("slow", "down", "ratelimited"))][:120]
     # GIVEN the function cannot reach its dead-letter queue (SQS's redrive to it still works)
-    monkeypatch.setenv("KICKOUT_DLQ_URL", box.dlq_url.rsplit("/", 1)[0] + "/kickout-dlq-that-was-never-created")
-    settings.current.cache_clear()
+    box.rewire(
+        environ={"KICKOUT_DLQ_URL": box.dlq_url.rsplit("/", 1)[0] + "/kickout-dlq-that-was-never-created"},
+        retry_policy=box.function.parts.retry_policy,
+        failures_to_open=box.function.parts.failures_to_open,
+    )
 
     outcome = replay(box, invoke, halves(messages), batching)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from handler.direct import InvalidKickoutRequest
-from handler.errors import ZegoRefused, ZegoUnavailable
+from handler.core.errors import ZegoRefused, ZegoUnavailable
+from handler.entry.direct import InvalidKickoutRequest
 from kickout_dev.sandbox import Sandbox
 from kickout_dev.zim_server import Fault
 from tests.conftest import Invoke

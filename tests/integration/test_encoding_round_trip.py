@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handler import transport
-from handler.deadline import Deadline
-from handler.kickout import carry_out
-from handler.models import KickoutRequest
-from handler.zim_client import ZimClient
+from handler.core.deadline import Deadline
+from handler.core.kickout import carry_out
+from handler.core.models import KickoutRequest
+from handler.zego import transport
+from handler.zego.client import ZimClient
 from kickout_dev.zim_server import ZimStandIn
 
 APP_ID, SECRET = 4242, "0123456789abcdef0123456789abcdef"

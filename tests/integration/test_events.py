@@ -96,7 +96,7 @@ def test_invalid_event_invoked_directly_raises_invalid_kickout_request_naming_bo
     invoke: Invoke, box: Sandbox, printed: Printed
 ) -> None:
     # GIVEN events/invalid.json: a room with '/', an empty user list
-    from handler.direct import InvalidKickoutRequest
+    from handler.entry.direct import InvalidKickoutRequest
 
     # WHEN it is invoked directly
     with pytest.raises(InvalidKickoutRequest) as raised:

@@ -31,8 +31,6 @@ def kickout(room: str, *users: str) -> str:
 
 
 def test_a_queue_backlog_and_an_api_request_together_stay_within_zegos_limit_the_api_first(limited: Sandbox) -> None:
-    from handler.app import lambda_handler
-
     # GIVEN two environments' worth of queue batches (40 rooms, 40 calls) and, while they drain, an API request of
     # 150 users (3 calls): 43 calls, over two seconds of ZEGO's budget
     batches = [sqs_event(*(kickout(f"room-{half}-{index}", "u") for index in range(20))) for half in range(2)]
@@ -41,13 +39,13 @@ def test_a_queue_backlog_and_an_api_request_together_stay_within_zegos_limit_the
     api_done = threading.Event()
 
     def queue(batch: dict[str, Any]) -> dict[str, Any]:
-        response: dict[str, Any] = lambda_handler(batch, LambdaContext())
+        response: dict[str, Any] = limited.handler(batch, LambdaContext())
         return response
 
     def api() -> None:
         time.sleep(0.3)  # the queue has filled its horizon by now
         started = time.monotonic()
-        answers["api"] = lambda_handler(api_event(api_body), LambdaContext())
+        answers["api"] = limited.handler(api_event(api_body), LambdaContext())
         answers["api_seconds"] = time.monotonic() - started
         api_done.set()
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from handler.direct import InvalidKickoutRequest
+from handler.entry.direct import InvalidKickoutRequest
 from kickout_dev.events import api_event, sqs_event
 from kickout_dev.sandbox import Sandbox
 from kickout_dev.zim_server import ALLOWED_ID

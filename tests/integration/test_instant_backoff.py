@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import replace
 
 import pytest
 
-from handler import service
-from handler.errors import ZegoUnavailable
+from handler.core.errors import ZegoUnavailable
+from handler.zego.client import RetryPolicy
 from kickout_dev.backoff import InstantBackoff
 from kickout_dev.sandbox import Sandbox
 from kickout_dev.zim_server import Fault
@@ -22,8 +21,8 @@ def test_an_invocation_still_runs_out_of_time_when_its_backoff_is_skipped(
 ) -> None:
     # GIVEN ZEGO failing every call, and a retry policy whose attempts would outlast a 12 s invocation
     box.zim.fault_for = lambda _: Fault.http(503)
-    policy = replace(service.retry_policy, max_attempts=1000)
-    monkeypatch.setattr(service, "retry_policy", policy)
+    policy = RetryPolicy(max_attempts=1000)
+    box.rewire(retry_policy=policy)
     started = time.monotonic()
 
     # WHEN the function is invoked directly with 12 s to run

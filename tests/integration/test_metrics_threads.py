@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from handler.observability import MetricName, emit
+from handler.aws.observability import MetricName, emit
 from kickout_dev.events import sqs_record
 from kickout_dev.sandbox import Sandbox
 from tests.conftest import Invoke, Printed
@@ -13,7 +13,7 @@ from tests.conftest import Invoke, Printed
 
 def test_values_emitted_from_many_threads_at_once_are_all_flushed(printed: Printed) -> None:
     # GIVEN 8 threads each emitting 2,501 values of one metric (Powertools flushes a metric at 100 values)
-    from handler.observability import metrics
+    from handler.aws.observability import metrics
 
     def emit_many(_: int) -> None:
         for _ in range(2_501):

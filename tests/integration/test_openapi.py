@@ -1,6 +1,6 @@
-"""docs/openapi.json is the API's contract for callers: generated from handler.api, never edited by hand.
+"""docs/openapi.json is the API's contract for callers: generated from handler.entry.api, never edited by hand.
 
-Importing handler.api needs POWERTOOLS_* in the environment (tests/conftest.py sets them; so does
+Importing handler.entry.api needs POWERTOOLS_* in the environment (tests/conftest.py sets them; so does
 kickout_dev.openapi for `make openapi`).
 """
 

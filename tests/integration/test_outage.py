@@ -12,7 +12,8 @@ from datetime import timedelta
 
 import pytest
 
-from handler import health, redelivery
+from handler.entry import redelivery
+from handler.fleet import circuit
 from kickout_dev.event_source import Batching
 from kickout_dev.outage import Scenario, replay_outage
 from kickout_dev.sandbox import Sandbox
@@ -54,12 +55,12 @@ def test_a_ninety_minute_zego_outage_parks_nothing_and_drains_after_recovery(
     assert replay.kicked_users == replay.expected_users
     assert replay.drain is not None
     assert (
-        replay.drain <= timedelta(seconds=redelivery.BACKOFF_MAX_SECONDS + health.RECOVERY_SECONDS) + 2 * scenario.step
+        replay.drain <= timedelta(seconds=redelivery.BACKOFF_MAX_SECONDS + circuit.RECOVERY_SECONDS) + 2 * scenario.step
     )
     # the fleet probed ZEGO about once per recovery window while it was down, whatever the backlog: a few a minute
     outage_minutes = scenario.outage / timedelta(minutes=1)
-    probes_allowed = outage_minutes * 60 / health.RECOVERY_SECONDS
-    trip = scenario.environments * health.FAILURES_TO_OPEN + 10  # calls in flight when the circuit opened
+    probes_allowed = outage_minutes * 60 / circuit.RECOVERY_SECONDS
+    trip = scenario.environments * circuit.FAILURES_TO_OPEN + 10  # calls in flight when the circuit opened
     assert 0 < replay.calls_during_outage <= probes_allowed + trip
     # and no message cost more than a handful of calls
     assert max(replay.single_message_calls.values()) <= 30

@@ -126,28 +126,27 @@ def test_batch_of_only_poison_returns_without_failures_and_parks_each_once(invok
 def test_message_that_cannot_be_parked_goes_back_to_sqs_and_says_so(
     invoke: Invoke, box: Sandbox, printed: Printed, monkeypatch: pytest.MonkeyPatch, subtests: pytest.Subtests
 ) -> None:
-    from handler import settings
 
     zego_answers_by_room(box, {"vip-lounge": Fault.code(660500002, "operator not registered")})
     missing_queue = box.dlq_url.rsplit("/", 1)[0] + "/kickout-dlq-that-was-never-created"
 
-    def point_dlq_at_a_missing_queue(env: pytest.MonkeyPatch) -> None:
-        env.setenv("KICKOUT_DLQ_URL", missing_queue)
+    def point_dlq_at_a_missing_queue() -> None:
+        box.rewire(environ={"KICKOUT_DLQ_URL": missing_queue})
 
-    def unset_dlq(env: pytest.MonkeyPatch) -> None:
-        env.delenv("KICKOUT_DLQ_URL")
+    def unset_dlq() -> None:
+        box.rewire(environ={"KICKOUT_DLQ_URL": ""})
 
-    def delete_dlq(env: pytest.MonkeyPatch) -> None:
+    def delete_dlq() -> None:
+        box.rewire()
         boto3.client("sqs", region_name=REGION).delete_queue(QueueUrl=box.dlq_url)
 
     # the DLQ is deleted last: it does not come back
     breakages = {"DLQ URL of a missing queue": point_dlq_at_a_missing_queue, "no DLQ URL": unset_dlq}
     breakages["DLQ deleted"] = delete_dlq
     for name, break_parking in breakages.items():
-        with subtests.test(breakage=name), monkeypatch.context() as env:
+        with subtests.test(breakage=name):
             # GIVEN parking is impossible
-            break_parking(env)
-            settings.current.cache_clear()
+            break_parking()
 
             # WHEN a batch of a poison message, a permanent refusal and a good kickout arrives
             response = invoke(
@@ -165,7 +164,6 @@ def test_message_that_cannot_be_parked_goes_back_to_sqs_and_says_so(
             assert sorted(line["message_id"] for line in lines[-2:]) == ["permanent", "poison"]
             assert all(line["level"] == "ERROR" and line["error"] for line in lines[-2:])
             assert printed.metric("ParkingFailed") == len(lines)
-        settings.current.cache_clear()
 
 
 def test_unreadable_secret_sends_every_message_back_to_sqs_and_parks_none(invoke: Invoke, box: Sandbox) -> None:
@@ -301,11 +299,9 @@ def test_a_shared_call_zego_cannot_serve_sends_every_message_back(invoke: Invoke
 def test_malformed_configuration_sends_every_message_back_to_sqs_without_raising(
     invoke: Invoke, box: Sandbox, printed: Printed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from handler import settings
 
     # GIVEN the function's ZEGO_APP_ID is malformed
-    monkeypatch.setenv("ZEGO_APP_ID", "not-a-number")
-    settings.current.cache_clear()
+    box.rewire(environ={"ZEGO_APP_ID": "not-a-number"})
 
     # WHEN a batch of good kickouts arrives
     response = invoke(batch(first=kickout("lobby-7", "spammer_01"), second=kickout("arena", "spammer_02")))

@@ -11,8 +11,8 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
-from handler.errors import SecretUnavailable
-from handler.secret import read_server_secret, server_secret_from
+from handler.aws.secret import server_secret_from
+from handler.core.errors import SecretUnavailable
 from kickout_dev.sandbox import REGION, SERVER_SECRET, Sandbox, sandbox
 
 
@@ -45,6 +45,11 @@ def test_an_unusable_secret_is_refused_clearly(stored: str, problem: str) -> Non
         server_secret_from(stored)
 
 
+def read_secret(box: Sandbox, force_fetch: bool = False) -> str:
+    """The ServerSecret as the sandbox's function reads it (its secret, its cache)."""
+    return box.function.server_secret().read(force_fetch)
+
+
 @pytest.fixture
 def stored_secret() -> Iterator[Sandbox]:
     with sandbox() as box:
@@ -52,20 +57,20 @@ def stored_secret() -> Iterator[Sandbox]:
 
 
 def test_the_secret_is_cached_until_a_forced_read(stored_secret: Sandbox) -> None:
-    assert read_server_secret(stored_secret.secret_arn) == SERVER_SECRET
+    assert read_secret(stored_secret) == SERVER_SECRET
     stored_secret.put_secret(json.dumps({"ServerSecret": "rotated"}))
-    assert read_server_secret(stored_secret.secret_arn) == SERVER_SECRET
-    assert read_server_secret(stored_secret.secret_arn, force_fetch=True) == "rotated"
-    assert read_server_secret(stored_secret.secret_arn) == "rotated"
+    assert read_secret(stored_secret) == SERVER_SECRET
+    assert read_secret(stored_secret, force_fetch=True) == "rotated"
+    assert read_secret(stored_secret) == "rotated"
 
 
 def test_a_missing_secret_names_the_cause_not_the_value(stored_secret: Sandbox) -> None:
-    read_server_secret(stored_secret.secret_arn)
+    read_secret(stored_secret)
     boto3.client("secretsmanager", region_name=REGION).delete_secret(
         SecretId=stored_secret.secret_arn, ForceDeleteWithoutRecovery=True
     )
     with pytest.raises(SecretUnavailable) as unavailable:
-        read_server_secret(stored_secret.secret_arn, force_fetch=True)
+        read_secret(stored_secret, force_fetch=True)
     assert "ResourceNotFoundException" in str(unavailable.value)
     assert SERVER_SECRET not in str(unavailable.value)
 
@@ -73,10 +78,10 @@ def test_a_missing_secret_names_the_cause_not_the_value(stored_secret: Sandbox) 
 def test_forced_reads_close_together_share_one_fetch(stored_secret: Sandbox) -> None:
     # GIVEN the calls of a batch all refused for a rotated secret, each asking for a forced read
     stored_secret.put_secret("rotated-once")
-    assert read_server_secret(stored_secret.secret_arn, force_fetch=True) == "rotated-once"
+    assert read_secret(stored_secret, force_fetch=True) == "rotated-once"
     stored_secret.put_secret("rotated-twice")
     # THEN the next forced read within the sharing window uses what the first one fetched
-    assert read_server_secret(stored_secret.secret_arn, force_fetch=True) == "rotated-once"
+    assert read_secret(stored_secret, force_fetch=True) == "rotated-once"
 
 
 @pytest.fixture
@@ -96,7 +101,7 @@ def fetches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_concurrent_first_reads_fetch_once(stored_secret: Sandbox, fetches: list[str]) -> None:
     # WHEN ten calls of a batch read the secret at once, on a cold cache
     with ThreadPoolExecutor(max_workers=10) as workers:
-        secrets = list(workers.map(lambda _: read_server_secret(stored_secret.secret_arn), range(10)))
+        secrets = list(workers.map(lambda _: read_secret(stored_secret), range(10)))
     # THEN all get it, and Secrets Manager was asked once
     assert secrets == [SERVER_SECRET] * 10
     assert fetches == [stored_secret.secret_arn]
@@ -112,7 +117,7 @@ def test_concurrent_reads_of_a_missing_secret_share_one_failed_fetch(
 
     def read(_: int) -> str:
         try:
-            return read_server_secret(stored_secret.secret_arn)
+            return read_secret(stored_secret)
         except SecretUnavailable as unavailable:
             return str(unavailable)
 

@@ -45,7 +45,7 @@ def outcome(call: Callable[[], Any]) -> str:
 @pytest.fixture
 def debug_logger() -> Iterator[None]:
     """The function's logger at DEBUG, as POWERTOOLS_LOG_LEVEL=DEBUG (a template parameter value) would set it."""
-    from handler.observability import logger
+    from handler.aws.observability import logger
 
     level = logger.log_level
     logger.setLevel("DEBUG")

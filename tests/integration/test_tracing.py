@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json
 from concurrent.futures import ThreadPoolExecutor
-from handler.observability import in_current_trace, tracer
+from handler.aws.observability import in_current_trace, tracer
 
 def call(index):
     with tracer.provider.in_subsegment(f"## ZEGO call {index}") as subsegment:

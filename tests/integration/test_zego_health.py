@@ -12,8 +12,9 @@ import boto3
 import pytest
 import time_machine
 
-from handler import health, redelivery
-from handler.errors import ZegoCircuitOpen
+from handler.core.errors import ZegoCircuitOpen
+from handler.entry import redelivery
+from handler.fleet import circuit
 from kickout_dev.events import api_event, sqs_record
 from kickout_dev.sandbox import APP_ID, REGION, STATE_TABLE, Sandbox
 from tests.conftest import Invoke, Printed
@@ -25,7 +26,7 @@ NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 def circuit_item() -> dict[str, Any] | None:
     item: dict[str, Any] | None = (
         boto3.client("dynamodb", region_name=REGION)
-        .get_item(TableName=STATE_TABLE, Key={"id": {"S": health.circuit_name(APP_ID)}}, ConsistentRead=True)
+        .get_item(TableName=STATE_TABLE, Key={"id": {"S": circuit.circuit_name(APP_ID)}}, ConsistentRead=True)
         .get("Item")
     )
     return item
@@ -36,7 +37,7 @@ def leave_circuit_open(opened_at: datetime) -> None:
     boto3.client("dynamodb", region_name=REGION).put_item(
         TableName=STATE_TABLE,
         Item={
-            "id": {"S": health.circuit_name(APP_ID)},
+            "id": {"S": circuit.circuit_name(APP_ID)},
             "state": {"S": "OPEN"},
             "failure_count": {"N": "5"},
             "opened_at": {"N": str(int(opened_at.timestamp()))},
@@ -64,7 +65,7 @@ def test_zego_failing_five_times_in_a_row_opens_the_circuit_and_the_api_then_ans
     item = circuit_item()
     assert item is not None
     assert item["state"] == {"S": "OPEN"}
-    assert calls == health.FAILURES_TO_OPEN
+    assert calls == circuit.FAILURES_TO_OPEN
     # AND the next request is answered 503 at once, with Retry-After, without calling ZEGO
     response = post(invoke)
     body = json.loads(response["body"])
@@ -72,7 +73,7 @@ def test_zego_failing_five_times_in_a_row_opens_the_circuit_and_the_api_then_ans
     assert body["error"] == "zego_unavailable"
     assert "ZEGO was not called" in body["message"]
     (retry_after,) = response["multiValueHeaders"]["Retry-After"]
-    assert 1 <= int(retry_after) <= health.RECOVERY_SECONDS
+    assert 1 <= int(retry_after) <= circuit.RECOVERY_SECONDS
     assert box.zim.requests_seen == calls
     # AND the change was logged and counted, and the refusal counted as such
     assert any(line["message"] == "ZEGO circuit OPEN" for line in printed.logs)
@@ -101,7 +102,7 @@ def test_once_the_recovery_window_passes_one_probe_that_succeeds_closes_the_circ
         # WHEN a request comes within the recovery window, then one after it
         assert post(invoke)["statusCode"] == 503
         assert box.zim.requests_seen == 0
-        clock.shift(timedelta(seconds=health.RECOVERY_SECONDS + health.STATE_CACHE_SECONDS))
+        clock.shift(timedelta(seconds=circuit.RECOVERY_SECONDS + circuit.STATE_CACHE_SECONDS))
         response = post(invoke)
     # THEN the later one was the fleet's probe: it kicked, and closed the circuit for everyone
     assert response["statusCode"] == 200
@@ -125,7 +126,7 @@ def test_with_the_state_table_unreachable_each_environment_keeps_the_circuit_on_
     statuses = [post(invoke)["statusCode"] for _ in range(3)]
     # THEN the environment opened the circuit by itself after five failures in a row, and then spared ZEGO
     assert statuses == [502, 502, 503]
-    assert box.zim.requests_seen == health.FAILURES_TO_OPEN
+    assert box.zim.requests_seen == circuit.FAILURES_TO_OPEN
     # AND the store's failures were logged and counted, without the error's text
     store_lines = [line for line in printed.logs if line["message"].startswith("ZEGO circuit store failed")]
     assert store_lines
@@ -184,24 +185,24 @@ def test_the_circuit_is_not_read_when_the_deadline_leaves_no_time_for_a_dynamodb
     invoke: Invoke, box: Sandbox
 ) -> None:
     # GIVEN a warm environment, and a count of the function's DynamoDB calls on ZEGO's circuit
-    from handler import aws_clients
+    from handler.aws import clients
 
     assert post(invoke)["statusCode"] == 200
     circuit_calls: list[str] = []
 
     def count(params: dict[str, Any], model: Any, **_: Any) -> None:
-        if params.get("Key", {}).get("id", {}).get("S") == health.circuit_name(APP_ID):
+        if params.get("Key", {}).get("id", {}).get("S") == circuit.circuit_name(APP_ID):
             circuit_calls.append(model.name)
 
-    aws_clients.dynamodb().meta.events.register("before-parameter-build.dynamodb", count)
+    box.function.dynamodb().meta.events.register("before-parameter-build.dynamodb", count)
     try:
         # WHEN a kickout arrives past the circuit's cache, with time for a ZEGO call but not for a DynamoDB call's
         # worst case on top of it
-        with time_machine.travel(datetime.now(UTC) + timedelta(seconds=health.STATE_CACHE_SECONDS + 1)):
-            remaining = aws_clients.DYNAMODB.worst_seconds  # the client's margin (1.5 s) leaves less than that
+        with time_machine.travel(datetime.now(UTC) + timedelta(seconds=circuit.STATE_CACHE_SECONDS + 1)):
+            remaining = clients.DYNAMODB.worst_seconds  # the client's margin (1.5 s) leaves less than that
             response = invoke(api_event(json.dumps(KICKOUT)), timeout_seconds=remaining)
     finally:
-        aws_clients.dynamodb().meta.events.unregister("before-parameter-build.dynamodb", count)
+        box.function.dynamodb().meta.events.unregister("before-parameter-build.dynamodb", count)
 
     # THEN the kick was made on the environment's own copy of the circuit, without asking DynamoDB
     assert response["statusCode"] == 200

@@ -12,14 +12,14 @@ from typing import Any, TypeVar
 import pytest
 from pydantic import ValidationError
 
-from handler import zim
-from handler.deadline import Deadline
-from handler.errors import OutOfTime, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
-from handler.kickout import carry_out, coalesce, plan
-from handler.models import MAX_USERS_PER_REQUEST, KickoutRequest, describe_invalid, field_problems
-from handler.pacing import Pacer
-from handler.ports import HttpReply, TransportFailure, ZegoUnwell
-from handler.zim_client import RetryPolicy, ZimClient
+from handler.core.deadline import Deadline
+from handler.core.errors import OutOfTime, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
+from handler.core.kickout import carry_out, coalesce, plan
+from handler.core.models import MAX_USERS_PER_REQUEST, KickoutRequest, describe_invalid, field_problems
+from handler.core.ports import HttpReply, TransportFailure, ZegoUnwell
+from handler.fleet.pacing import Pacer
+from handler.zego import zim
+from handler.zego.client import RetryPolicy, ZimClient
 from kickout_dev.zim_server import parse_query
 
 GOOD = {"room_id": "lobby-7", "user_ids": ["u1"]}
@@ -37,9 +37,13 @@ GOOD = {"room_id": "lobby-7", "user_ids": ["u1"]}
         {**GOOD, "reason": "理由" * 500},
     ],
 )
-def test_valid_payloads_are_accepted(payload: dict[str, Any]) -> None:
-    KickoutRequest.model_validate(payload)
-    KickoutRequest.model_validate_json(json.dumps(payload))
+def test_valid_payloads_are_accepted_as_given(payload: dict[str, Any]) -> None:
+    for request in (KickoutRequest.model_validate(payload), KickoutRequest.model_validate_json(json.dumps(payload))):
+        # the ids exactly as sent (each user once, in order), the optional fields as given or None
+        assert request.room_id == payload["room_id"]
+        assert request.user_ids == list(dict.fromkeys(payload["user_ids"]))
+        assert request.reason == payload.get("reason")
+        assert request.operator_id == payload.get("operator_id")
 
 
 @pytest.mark.parametrize(
@@ -442,7 +446,7 @@ def test_running_out_of_time_after_zego_answered_reports_what_zego_said() -> Non
     assert len(zego_answers.urls) == 1
 
 
-def test_a_flood_of_problems_is_summarised_after_twenty() -> None:
+def test_a_flood_of_problems_is_listed_in_twenty_lines_the_last_counting_the_rest() -> None:
     with pytest.raises(ValidationError) as refused:
         KickoutRequest.model_validate({**GOOD, **{f"extra{index}": 1 for index in range(1000)}})
     problems = field_problems(refused.value.errors())

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handler.pacing import Pacer
+from handler.fleet.pacing import Pacer
 
 
 @dataclass

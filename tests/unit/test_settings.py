@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from handler.settings import DEFAULT_ENDPOINT, ConfigurationError, settings_from
+from handler.aws.settings import DEFAULT_ENDPOINT, ConfigurationError, settings_from
 
 MINIMAL = {"ZEGO_APP_ID": "1234567890", "ZEGO_SECRET_ID": "kickout/zego", "KICKOUT_STATE_TABLE": "kickout-state"}
 

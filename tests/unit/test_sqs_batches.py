@@ -9,9 +9,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handler import aws_clients, sqs_batches
-from handler.deadline import Deadline
-from handler.sqs_batches import MAX_ENTRIES, MAX_PAYLOAD_BYTES, Batch, Entry
+from handler.aws import clients, sqs_batches
+from handler.aws.sqs_batches import MAX_ENTRIES, MAX_PAYLOAD_BYTES, Batch, Entry
+from handler.core.deadline import Deadline
 
 WORKERS = ThreadPoolExecutor(max_workers=4)
 
@@ -103,7 +103,7 @@ def test_a_call_that_raises_fails_its_entries_and_the_others_go_on() -> None:
 
 def test_no_call_starts_that_could_not_end_before_the_deadline() -> None:
     sqs = FakeSqs()
-    deadline = Deadline.after(aws_clients.SQS.worst_seconds - 0.01)
+    deadline = Deadline.after(clients.SQS.worst_seconds - 0.01)
     outcome = sqs_batches.send_all([Batch(sqs, entries(25))], deadline, WORKERS)
     assert sqs.calls == []
     assert set(outcome.failed) == {f"m{index}" for index in range(25)}

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handler import zim
-from handler.zim import CodeClass, KickoutCall
+from handler.zego import zim
+from handler.zego.zim import CodeClass, KickoutCall
 from kickout_dev.zim_server import parse_query
 
 ZEGO_ID_CHARACTERS = string.ascii_letters + string.digits + "!#$%&()+-:;<=.>?@[]^_{}|~, "

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from handler import zim
-from handler.deadline import Deadline
-from handler.errors import OutOfTime, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
-from handler.ports import AlwaysCall, Health, RateGate, ReadSecret, Send, TransportFailure, ZegoUnwell
+from handler.core.deadline import Deadline
+from handler.core.errors import OutOfTime, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
+from handler.core.ports import AlwaysCall, Health, RateGate, ReadSecret, Send, TransportFailure, ZegoUnwell
+from handler.zego import zim
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from functools import cache
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from aws_lambda_powertools.utilities.circuit_breaker import (
@@ -35,11 +34,11 @@ from aws_lambda_powertools.utilities.circuit_breaker.persistence import (
 )
 from aws_lambda_powertools.utilities.circuit_breaker.persistence.base import CircuitBreakerExistingLockError
 
-from handler import aws_clients, settings
-from handler.deadline import Deadline
-from handler.errors import ZegoCircuitOpen
-from handler.observability import MetricName, emit, logger
-from handler.ports import AlwaysCall, Health, ZegoUnwell
+from handler.aws import clients
+from handler.aws.observability import MetricName, emit, logger
+from handler.core.deadline import Deadline
+from handler.core.errors import ZegoCircuitOpen
+from handler.core.ports import ZegoUnwell
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -62,11 +61,11 @@ def circuit_name(app_id: int) -> str:
 class ZegoCircuit:
     """The Health port of the core, on Powertools' circuit breaker."""
 
-    def __init__(self, name: str, store: FleetCircuitStore) -> None:
+    def __init__(self, name: str, store: FleetCircuitStore, *, failures_to_open: int = FAILURES_TO_OPEN) -> None:
         self.name = name
         self.store = store
         self.config = CircuitBreakerConfig(
-            failure_threshold=FAILURES_TO_OPEN,
+            failure_threshold=failures_to_open,
             recovery_timeout=RECOVERY_SECONDS,
             success_threshold=1,
             handled_exceptions=ZegoUnwell,
@@ -117,7 +116,7 @@ class FleetCircuitStore(CircuitBreakerDynamoDBPersistence):
     Every record read or written is remembered. A read that fails answers the remembered record (instead of
     Powertools' 'closed'); a write that fails is applied to it, and a probe election is held locally. Each failure
     is counted (`ZegoCircuitStoreErrors`) and logged; none reaches the kickout. A call the attempt's deadline
-    leaves no time for (a DynamoDB call's worst case, `aws_clients.DYNAMODB`) is not made: the copy stands in.
+    leaves no time for (a DynamoDB call's worst case, `clients.DYNAMODB`) is not made: the copy stands in.
     """
 
     def __init__(self, table_name: str, client: DynamoDBClient) -> None:
@@ -138,7 +137,7 @@ class FleetCircuitStore(CircuitBreakerDynamoDBPersistence):
 
     def _has_time(self) -> bool:
         deadline: Deadline | None = getattr(self._deadlines, "deadline", None)
-        return deadline is None or deadline.allows(aws_clients.DYNAMODB.worst_seconds)
+        return deadline is None or deadline.allows(clients.DYNAMODB.worst_seconds)
 
     def _get_record(self, name: str) -> CircuitStateRecord | None:
         if not self._has_time():
@@ -211,12 +210,3 @@ def _store_failed(operation: str, error: Exception) -> None:
 def _now() -> int:
     """Unix seconds, from the clock Powertools' breaker reads."""
     return int(dt.datetime.now().timestamp())
-
-
-@cache
-def zego_health() -> Health:
-    """This environment's guard of ZEGO's circuit; every attempt is made when no state table is configured."""
-    config = settings.current()
-    if config.state_table is None:
-        return AlwaysCall()
-    return ZegoCircuit(circuit_name(config.app_id), FleetCircuitStore(config.state_table, aws_clients.dynamodb()))

@@ -18,14 +18,19 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from handler import aws_clients, settings, sqs_batches
-from handler.deadline import Deadline
-from handler.observability import MetricName, emit, logger
-from handler.sqs_batches import Batch, Entry
+from handler.aws import sqs_batches
+from handler.aws.observability import MetricName, emit, logger
+from handler.aws.settings import ConfigurationError
+from handler.aws.sqs_batches import Batch, Entry
+from handler.core.deadline import Deadline
+from handler.entry.kickouts import Kickouts
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
 
 DETAIL_MAX_CHARACTERS: Final = 1000
 BACKOFF_FIRST_SECONDS: Final = 60
@@ -68,21 +73,25 @@ class Redelivered:
     hidden: set[str] = field(default_factory=set)
 
 
-def redeliver(plan: Plan, deadline: Deadline, workers: Executor) -> Redelivered:
+def redeliver(plan: Plan, deadline: Deadline, workers: Executor, kickouts: Kickouts) -> Redelivered:
     """Defer, park and hide as `plan` says, in SQS batch calls side by side; each failure logged and counted."""
-    queue_url, dlq_url, unconfigured = _queues()
+    queue_url, dlq_url, unconfigured = _queues(kickouts)
+    sqs = kickouts.sqs
     batches: list[Batch[tuple[str, str]]] = []
     if plan.defer and queue_url is not None:
-        batches.append(Batch(partial(_send_batch, queue_url), [_deferral(record) for record in plan.defer]))
+        batches.append(Batch(partial(_send_batch, sqs, queue_url), [_deferral(record) for record in plan.defer]))
     if plan.park and dlq_url is not None:
-        batches.append(Batch(partial(_send_batch, dlq_url), [_parked_copy(parking) for parking in plan.park]))
+        batches.append(Batch(partial(_send_batch, sqs, dlq_url), [_parked_copy(parking) for parking in plan.park]))
     elif plan.park:
         for parking in plan.park:
             _parking_failed(parking, unconfigured or "KICKOUT_DLQ_URL is not set")
     by_queue: dict[str, list[Entry[tuple[str, str]]]] = {}
     for record in plan.hide:
         by_queue.setdefault(record.event_source_arn, []).append(_backoff(record))
-    batches += [Batch(partial(_change_visibility_batch, _queue_url(arn)), entries) for arn, entries in by_queue.items()]
+    batches += [
+        Batch(partial(_change_visibility_batch, sqs, _queue_url(sqs, arn)), entries)
+        for arn, entries in by_queue.items()
+    ]
 
     sent = sqs_batches.send_all(batches, deadline, workers)
     done = Redelivered()
@@ -98,11 +107,11 @@ def redeliver(plan: Plan, deadline: Deadline, workers: Executor) -> Redelivered:
     return done
 
 
-def _queues() -> tuple[str | None, str | None, str | None]:
+def _queues(kickouts: Kickouts) -> tuple[str | None, str | None, str | None]:
     """The kickout queue's and the DLQ's URLs, or why the configuration gives neither."""
     try:
-        config = settings.current()
-    except settings.ConfigurationError as error:
+        config = kickouts.settings()
+    except ConfigurationError as error:
         return None, None, str(error)
     return config.queue_url, config.dlq_url, None
 
@@ -238,18 +247,20 @@ def _backoff(record: SQSRecord) -> Entry[tuple[str, str]]:
     )
 
 
-def _send_batch(queue_url: str, entries: list[dict[str, Any]]) -> Mapping[str, Any]:
-    return aws_clients.sqs().send_message_batch(QueueUrl=queue_url, Entries=entries)  # type: ignore[arg-type]
+def _send_batch(sqs: Callable[[], SQSClient], queue_url: str, entries: list[dict[str, Any]]) -> Mapping[str, Any]:
+    return sqs().send_message_batch(QueueUrl=queue_url, Entries=entries)  # type: ignore[arg-type]
 
 
-def _change_visibility_batch(queue_url: str, entries: list[dict[str, Any]]) -> Mapping[str, Any]:
-    return aws_clients.sqs().change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)  # type: ignore[arg-type]
+def _change_visibility_batch(
+    sqs: Callable[[], SQSClient], queue_url: str, entries: list[dict[str, Any]]
+) -> Mapping[str, Any]:
+    return sqs().change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)  # type: ignore[arg-type]
 
 
-def _queue_url(queue_arn: str) -> str:
+def _queue_url(sqs: Callable[[], SQSClient], queue_arn: str) -> str:
     """arn:aws:sqs:<region>:<account>:<name> -> the queue's URL on this client's endpoint."""
     _, _, _, _, account, name = queue_arn.split(":", 5)
-    return f"{aws_clients.sqs().meta.endpoint_url}/{account}/{name}"
+    return f"{sqs().meta.endpoint_url}/{account}/{name}"
 
 
 def _string_attribute(record: SQSRecord, name: str) -> str | None:

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -31,16 +31,17 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from handler import aws_clients, redelivery, service, settings, transport, zim
-from handler.budget import Lane
-from handler.deadline import Deadline
-from handler.errors import KickoutError, OutOfTime, SecretUnavailable, ZegoRefused, ZegoUnavailable
-from handler.kickout import Group, coalesce
-from handler.models import KickoutRequest, KickoutResult, describe_invalid
-from handler.observability import MetricName, emit, in_current_trace, logger
-
-if TYPE_CHECKING:
-    pass
+from handler.aws import clients
+from handler.aws.observability import MetricName, emit, in_current_trace, logger
+from handler.aws.settings import ConfigurationError
+from handler.core.deadline import Deadline
+from handler.core.errors import KickoutError, OutOfTime, SecretUnavailable, ZegoRefused, ZegoUnavailable
+from handler.core.kickout import Group, coalesce
+from handler.core.models import KickoutRequest, KickoutResult, describe_invalid
+from handler.entry import audit, redelivery
+from handler.entry.kickouts import Kickouts, deadline_of
+from handler.fleet.budget import Lane
+from handler.zego import transport, zim
 
 # An all-failed batch is returned as such rather than raised: raising would hand back messages already parked.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -51,7 +52,7 @@ RETURN_MARGIN = 0.5
 AUDIT_SECONDS_PER_RECORD = 0.001
 """Kept for each record's audit line, outcome and metrics at the end: about 70 µs of a full core each, measured,
 so 1 ms at a 256 MB function's seventh of a vCPU, with room to spare."""
-BOOKKEEPING_SECONDS = aws_clients.SQS.worst_seconds
+BOOKKEEPING_SECONDS = clients.SQS.worst_seconds
 """Kept free after the batch's calls: deferring, parking and hiding go out side by side, one round of SQS calls."""
 MAX_DEFERRALS = 30
 """A message deferred this often goes back to SQS the usual way instead (a receive toward the DLQ)."""
@@ -88,12 +89,12 @@ class NotParked(Exception):
     """A message to park could not be parked: reported failed, so SQS keeps it."""
 
 
-def handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+def handle(event: dict[str, Any], context: LambdaContext, kickouts: Kickouts) -> PartialItemFailureResponse:
     records = [SQSRecord(raw) for raw in event.get("Records", [])]
-    deadline = service.deadline_of(context)
+    deadline = deadline_of(context)
     closing = deadline.less(RETURN_MARGIN + AUDIT_SECONDS_PER_RECORD * len(records))
-    outcomes = settle(records, closing.less(BOOKKEEPING_SECONDS))
-    redelivered = redelivery.redeliver(redelivery_plan(records, outcomes), closing, _workers)
+    outcomes = settle(records, closing.less(BOOKKEEPING_SECONDS), kickouts)
+    redelivered = redelivery.redeliver(redelivery_plan(records, outcomes), closing, _workers, kickouts)
     return process_partial_response(
         event=event,
         record_handler=partial(apply_outcome, outcomes, redelivered),
@@ -102,7 +103,7 @@ def handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureR
     )
 
 
-def settle(records: Sequence[SQSRecord], deadline: Deadline) -> dict[str, Outcome]:
+def settle(records: Sequence[SQSRecord], deadline: Deadline, kickouts: Kickouts) -> dict[str, Outcome]:
     outcomes: dict[str, Outcome] = {}
     requests: list[tuple[str, KickoutRequest]] = []
     for record in records:
@@ -111,12 +112,12 @@ def settle(records: Sequence[SQSRecord], deadline: Deadline) -> dict[str, Outcom
         except ValidationError as error:
             outcomes[record.message_id] = Invalid(error)
     try:
-        settings.current()
-    except settings.ConfigurationError as error:
+        kickouts.settings()
+    except ConfigurationError as error:
         # Not any message's fault: every one goes back to SQS, to be done once the configuration is fixed.
         outcomes.update(_each_failed(requests, error))
     else:
-        settle_group = in_current_trace(partial(_settle_group, deadline=deadline))
+        settle_group = in_current_trace(partial(_settle_group, deadline=deadline, kickouts=kickouts))
         for settled in _workers.map(settle_group, coalesce(requests)):
             outcomes.update(settled)
     _count_calls_per_user([outcome.result for outcome in outcomes.values() if isinstance(outcome, Done)])
@@ -127,15 +128,15 @@ def _each_failed(members: Sequence[tuple[str, KickoutRequest]], error: Exception
     return {key: Failed(request, error) for key, request in members}
 
 
-def _settle_group(group: Group, deadline: Deadline) -> dict[str, Outcome]:
+def _settle_group(group: Group, deadline: Deadline, kickouts: Kickouts) -> dict[str, Outcome]:
     try:
-        merged = service.send_calls(group.request, deadline, Lane.QUEUE)
+        merged = kickouts.send_calls(group.request, deadline, Lane.QUEUE)
     except ZegoRefused as error:
         if len(group.members) == 1 or error.reply.code in zim.SHARED_CAUSE_CODES:
             return _each_failed(group.members, error)
         # One member may be the cause: each is tried alone, so that only that one is refused.
-        return {key: _settle_alone(request, deadline) for key, request in group.members}
-    except (KickoutError, settings.ConfigurationError) as error:
+        return {key: _settle_alone(request, deadline, kickouts) for key, request in group.members}
+    except (KickoutError, ConfigurationError) as error:
         # Nothing here is any one message's fault (ZEGO down or busy, the secret unreadable): all try again later.
         return _each_failed(group.members, error)
     except Exception as error:
@@ -144,7 +145,7 @@ def _settle_group(group: Group, deadline: Deadline) -> dict[str, Outcome]:
         return _each_failed(group.members, error)
     if len(group.members) == 1 or _same_for_everyone(merged):
         return {key: Done(request, merged.for_users(request.user_ids)) for key, request in group.members}
-    return {key: _settle_alone(request, deadline) for key, request in group.members}
+    return {key: _settle_alone(request, deadline, kickouts) for key, request in group.members}
 
 
 def _same_for_everyone(result: KickoutResult) -> bool:
@@ -154,10 +155,10 @@ def _same_for_everyone(result: KickoutResult) -> bool:
     )
 
 
-def _settle_alone(request: KickoutRequest, deadline: Deadline) -> Outcome:
+def _settle_alone(request: KickoutRequest, deadline: Deadline, kickouts: Kickouts) -> Outcome:
     try:
-        return Done(request, service.send_calls(request, deadline, Lane.QUEUE))
-    except (KickoutError, settings.ConfigurationError) as error:
+        return Done(request, kickouts.send_calls(request, deadline, Lane.QUEUE))
+    except (KickoutError, ConfigurationError) as error:
         return Failed(request, error)
     except Exception as error:
         logger.exception("settling a message failed", extra={"room_id": request.room_id})
@@ -206,19 +207,19 @@ def apply_outcome(outcomes: Mapping[str, Outcome], redelivered: redelivery.Redel
     }
     match outcomes[record.message_id]:
         case Invalid(error=invalid):
-            service.record_failure(invalid, delivery)
+            audit.record_failure(invalid, delivery)
             if record.message_id not in redelivered.parked:
                 raise NotParked("the invalid message could not be parked")
         case Done(request=request, result=result):
-            service.record_success(result, service.audit_fields(request, **delivery))
+            audit.record_success(result, audit.audit_fields(request, **delivery))
         case Failed(request=request) if record.message_id in redelivered.deferred:
-            service.record_deferred(
-                service.audit_fields(request, **delivery),
+            audit.record_deferred(
+                audit.audit_fields(request, **delivery),
                 source_message_id=redelivery.source_message_id(record),
                 deferred_as=redelivered.deferred[record.message_id],
             )
         case Failed(request=request, error=error):
-            service.record_failure(error, service.audit_fields(request, **delivery))
+            audit.record_failure(error, audit.audit_fields(request, **delivery))
             if not isinstance(error, ZegoRefused):
                 raise error
             if record.message_id not in redelivered.parked:

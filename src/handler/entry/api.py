@@ -12,9 +12,9 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.shared.json_encoder import Encoder
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handler import api_request, service, zim
-from handler.api_responses import RESPONSES, ErrorBody, FieldProblem, ZegoAnswer
-from handler.errors import (
+from handler.aws.observability import logger
+from handler.aws.settings import API_DEADLINE_SECONDS, ConfigurationError
+from handler.core.errors import (
     KickoutError,
     OutOfTime,
     SecretUnavailable,
@@ -22,9 +22,11 @@ from handler.errors import (
     ZegoRefused,
     ZegoUnavailable,
 )
-from handler.models import CallReport, KickoutRequest, KickoutResult, field_problems
-from handler.observability import logger
-from handler.settings import API_DEADLINE_SECONDS, ConfigurationError
+from handler.core.models import CallReport, KickoutRequest, KickoutResult, field_problems
+from handler.entry import api_request, audit
+from handler.entry.api_responses import RESPONSES, ErrorBody, FieldProblem, ZegoAnswer
+from handler.entry.kickouts import Kickouts, deadline_of
+from handler.zego import zim
 
 KICKOUTS_PATH = "/kickouts"
 RATE_LIMITED_RETRY_AFTER_SECONDS = 1
@@ -45,15 +47,17 @@ class NothingToKick(Exception):
 
 @app.post(KICKOUTS_PATH, summary="Remove users from a ZIM room", tags=["kickouts"], responses=RESPONSES)
 def create_kickout(request: KickoutRequest) -> KickoutResult:
-    deadline = service.deadline_of(app.lambda_context, at_most=API_DEADLINE_SECONDS)
-    result = service.kick_out(request, deadline, _principal())
+    kickouts: Kickouts = app.context["kickouts"]
+    deadline = deadline_of(app.lambda_context, at_most=API_DEADLINE_SECONDS)
+    result = kickouts.kick_out(request, deadline, _principal())
     if not result.kicked_user_ids:
         raise NothingToKick(result)
     return result
 
 
-def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handle(event: dict[str, Any], context: LambdaContext, kickouts: Kickouts) -> dict[str, Any]:
     logger.set_correlation_id(event.get("requestContext", {}).get("requestId"))
+    app.append_context(kickouts=kickouts)  # type: ignore[no-untyped-call]
     if (event.get("httpMethod"), event.get("path")) != ("POST", KICKOUTS_PATH):
         # The method and path are decided before the body is read: the resolver answers 405 or 404, whatever the
         # body holds (a GET with the body `null` is a method error, not a body error).
@@ -61,7 +65,7 @@ def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         checked = api_request.checked(event)
     except api_request.Refused as refused:
-        service.record_invalid(refused.detail, api_request.principal(event))
+        audit.record_invalid(refused.detail, api_request.principal(event))
         return _refused(refused)
     return app.resolve(checked, context)
 
@@ -118,10 +122,10 @@ def invalid_request(error: RequestValidationError) -> Response[dict[str, Any]]:
     if any(issue["type"] == "json_invalid" for issue in error.errors()):
         # Powertools' own parse failed (api_request parses first, so this is a safety net): its issue says only
         # "JSON decode error" at a character offset, which reads as a field named "0".
-        service.record_invalid("body not JSON", _principal())
+        audit.record_invalid("body not JSON", _principal())
         return _error(HTTPStatus.BAD_REQUEST, "invalid_json", "the request body is not valid JSON")
     problems = field_problems(error.errors())
-    service.record_invalid("; ".join(f"{p['field']}: {p['problem']}" for p in problems), _principal())
+    audit.record_invalid("; ".join(f"{p['field']}: {p['problem']}" for p in problems), _principal())
     fields = sorted({problem["field"] for problem in problems})
     return _error(
         HTTPStatus.UNPROCESSABLE_ENTITY,
@@ -134,7 +138,7 @@ def invalid_request(error: RequestValidationError) -> Response[dict[str, Any]]:
 @app.exception_handler(RecursionError)
 def too_deeply_nested(error: RecursionError) -> Response[dict[str, Any]]:
     # json.loads gives up on bodies nested thousands deep; that is the body's fault, not a crash.
-    service.record_invalid("body nested too deeply", _principal())
+    audit.record_invalid("body nested too deeply", _principal())
     return _error(HTTPStatus.BAD_REQUEST, "invalid_json", "the request body is nested too deeply to be a kickout")
 
 
@@ -206,7 +210,7 @@ def misconfigured(error: ConfigurationError) -> Response[dict[str, Any]]:
 
 @app.exception_handler(Exception)
 def unexpected(error: Exception) -> Response[dict[str, Any]]:
-    # service.kick_out has counted and logged it when it came from there; the stack trace is for the logs only.
+    # Kickouts.kick_out has counted and logged it when it came from there; the stack trace is for the logs only.
     logger.exception("unexpected error")
     return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "the function failed unexpectedly")
 
@@ -214,7 +218,7 @@ def unexpected(error: Exception) -> Response[dict[str, Any]]:
 @app.not_found
 def unknown_route(_: NotFoundError) -> Response[dict[str, Any]]:
     if app.current_event.path == KICKOUTS_PATH:
-        service.record_invalid(
+        audit.record_invalid(
             f"method {app.current_event.http_method[:16]} not allowed on {KICKOUTS_PATH}", _principal()
         )
         return _error(
@@ -223,5 +227,5 @@ def unknown_route(_: NotFoundError) -> Response[dict[str, Any]]:
             f"only POST is allowed on {KICKOUTS_PATH}",
             headers={"Allow": "POST"},
         )
-    service.record_invalid("no such route", _principal())
+    audit.record_invalid("no such route", _principal())
     return _error(HTTPStatus.NOT_FOUND, "not_found", f"no such route; use POST {KICKOUTS_PATH}")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import os
 from collections.abc import Mapping
-from functools import cache
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -106,9 +104,3 @@ def _describe(issue: Mapping[str, object]) -> str:
     if issue["type"] == "missing":
         return "is not set"
     return str(issue["msg"]).removeprefix("Value error, ")
-
-
-@cache
-def current() -> Settings:
-    """The settings of this execution environment (read once; `current.cache_clear()` in tests)."""
-    return settings_from(os.environ)

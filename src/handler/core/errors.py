@@ -5,8 +5,8 @@ Pure: raised by the core (zim_client, kickout) and by the adapters it is given (
 
 from __future__ import annotations
 
-from handler import zim
-from handler.models import CallReport
+from handler.core.models import CallReport
+from handler.zego import zim
 
 
 class KickoutError(Exception):

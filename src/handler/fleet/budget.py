@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
-from handler.pacing import Pacer
-from handler.slot_book import Booked, Busy, SlotBook, StoreUnavailable
+from handler.fleet.pacing import Pacer
+from handler.fleet.slot_book import Booked, Busy, SlotBook, StoreUnavailable
 
 MARGIN: Final = 0.04
 """Slots are 4 % wider than ZEGO's limit: twenty of them span 1.04 s, so a call may leave 40 ms late."""

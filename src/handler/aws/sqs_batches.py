@@ -4,7 +4,7 @@
 unique within the call and of `[A-Za-z0-9_-]{1,80}`, and `SendMessageBatch` at most 256 KiB of messages in all
 (moto accepts more and says nothing; SQS refuses the whole call). So entries go in chunks of at most 10 and
 256 KiB, with ids "0" to "9"; the chunks of every batch call of an invocation run side by side on the given
-workers; a chunk starts only while the deadline leaves one call's worst case (`aws_clients.SQS`), and entries SQS
+workers; a chunk starts only while the deadline leaves one call's worst case (`clients.SQS`), and entries SQS
 answers in `Failed` (or whose whole call failed) are sent once more when time allows. What does not get through is
 the caller's to report: SQS keeps those messages.
 """
@@ -19,8 +19,8 @@ from typing import Any, Final, Generic, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from handler import aws_clients
-from handler.deadline import Deadline
+from handler.aws import clients
+from handler.core.deadline import Deadline
 
 MAX_ENTRIES: Final = 10
 MAX_PAYLOAD_BYTES: Final = 256 * 1024
@@ -116,7 +116,7 @@ def send_all(batches: Sequence[Batch[Key]], deadline: Deadline, workers: Executo
 
 def _send(chunk: Batch[Key], deadline: Deadline) -> list[Mapping[str, Any] | str]:
     """SQS's answer for each entry of one call (at most 10 entries): its `Successful` item, or why it failed."""
-    if not deadline.allows(aws_clients.SQS.worst_seconds):
+    if not deadline.allows(clients.SQS.worst_seconds):
         return ["no time left in this invocation"] * len(chunk.entries)
     try:
         answer = chunk.call([{**entry.request, "Id": str(index)} for index, entry in enumerate(chunk.entries)])

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from handler import zim
+from handler.zego import zim
 
 MAX_USERS_PER_REQUEST: Final = 500
 """Ten ZEGO calls at most: at the fleet's share of ZEGO's 20 requests/s that still fits one invocation."""
@@ -44,17 +44,18 @@ class KickoutRequest(BaseModel):
 ID_RULE: Final = "1 to 32 characters: ASCII letters, digits, space and !#$%&()+-:;<=.>?@[]^_{}|~,"
 
 
-MAX_PROBLEMS_SHOWN: Final = 20
-"""A body of 100,000 unknown keys must not get an answer of 100,000 problems (Lambda caps responses at 6 MB)."""
+MAX_PROBLEM_LINES: Final = 20
+"""The most lines a list of problems holds: a body of 100,000 unknown keys must not get an answer of 100,000 problems
+(Lambda caps responses at 6 MB). Past it, the last line says how many more there are."""
 
 
 def field_problems(issues: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     """Field and problem for each validation issue; never the input values (they may be huge or hostile)."""
     issues = list(issues)
     problems = []
-    if len(issues) > MAX_PROBLEMS_SHOWN:
-        hidden = len(issues) - MAX_PROBLEMS_SHOWN + 1
-        issues = issues[: MAX_PROBLEMS_SHOWN - 1]
+    if len(issues) > MAX_PROBLEM_LINES:
+        hidden = len(issues) - (MAX_PROBLEM_LINES - 1)
+        issues = issues[: MAX_PROBLEM_LINES - 1]
         problems_after = [{"field": "…", "problem": f"and {hidden} more problems"}]
     else:
         problems_after = []

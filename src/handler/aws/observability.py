@@ -49,7 +49,7 @@ class MetricName(StrEnum):
     MESSAGES_BACKED_OFF = "MessagesBackedOff"
     BACKOFF_FAILED = "BackoffFailed"
     PARKING_FAILED = "ParkingFailed"
-    # One per failure class (service.failure_class): `Failed<Class>`.
+    # One per failure class (entry.audit.failure_class): `Failed<Class>`.
     FAILED_PERMANENT = "FailedPermanent"
     FAILED_CIRCUIT_OPEN = "FailedCircuitOpen"
     FAILED_RATE_LIMITED = "FailedRateLimited"

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from handler import zim
-from handler.errors import KickoutError
-from handler.models import CallReport, KickoutRequest, KickoutResult
+from handler.core.errors import KickoutError
+from handler.core.models import CallReport, KickoutRequest, KickoutResult
+from handler.zego import zim
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,9 @@ from aws_lambda_powertools.event_handler import content_types
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, Field
 
-from handler import zim
-from handler.models import CallReport, KickoutResult
-from handler.zim import CodeClass
+from handler.core.models import CallReport, KickoutResult
+from handler.zego import zim
+from handler.zego.zim import CodeClass
 
 
 class FieldProblem(BaseModel):
@@ -82,7 +82,10 @@ RESPONSES: dict[int, OpenAPIResponse] = {
         f"zego_rate_limited: ZEGO kept answering over the rate limit ({_codes(CodeClass.RATE_LIMITED)}).",
         {"Retry-After": "Seconds to wait before trying again."},
     ),
-    500: _error_response("configuration_error: an environment variable is missing or malformed."),
+    500: _error_response(
+        "configuration_error: an environment variable is missing or malformed; internal_error: the function failed "
+        "unexpectedly (a bug: the logs hold the stack trace, the answer none of it)."
+    ),
     502: _error_response(
         "zego_refused: a permanent refusal caused by the function's configuration (AppId, ServerSecret); "
         "zego_unavailable: ZEGO kept failing."

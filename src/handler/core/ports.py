@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from handler.deadline import Deadline
+from handler.core.deadline import Deadline
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""AWS clients of this execution environment, created on first use, each call bounded in time.
+"""AWS clients, each call bounded in time (the composition root, handler/wiring.py, makes one of each on first use).
 
 botocore's defaults (60 s to connect, 60 s to read, legacy retries) would let a slow Secrets Manager, DynamoDB or
 SQS outlast the invocation: Lambda would kill it mid-batch. Each client here has timeouts and attempts whose worst
@@ -8,7 +8,6 @@ case (`CallBounds.worst_seconds`) is known, so a caller starts a call only when 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from typing import TYPE_CHECKING, Final
 
 import boto3
@@ -54,19 +53,14 @@ SQS: Final = CallBounds(connect=0.5, read=1.0, attempts=1)
 client does not retry on its own and one call's worst case stays small enough to keep back at a batch's end."""
 
 
-@cache
 def secrets_provider() -> SecretsProvider:
     """Powertools' Secrets Manager provider (it holds the cache) on a bounded client."""
     return SecretsProvider(boto_config=SECRETS_MANAGER.config)
 
 
-@cache
 def sqs() -> SQSClient:
-    # Created on first use: most invocations never park a message, and a client costs cold-start time.
     return boto3.client("sqs", config=SQS.config)
 
 
-@cache
 def dynamodb() -> DynamoDBClient:
-    """The fleet's shared state (KICKOUT_STATE_TABLE); created on the first call that needs it."""
     return boto3.client("dynamodb", config=DYNAMODB.config)

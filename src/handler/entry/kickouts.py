@@ -1,0 +1,64 @@
+"""One kickout as every entry point carries it out: ZEGO's calls in the lane's place of the fleet's budget, the
+users of each call counted; audited too when a caller waits for it.
+
+Handed its parts by the composition root (handler/wiring.py): the ZEGO client for a lane and a deadline, the
+settings, the SQS client. The adapters (api, queue, direct) know nothing else of the function's wiring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from handler.aws.observability import MetricName, emit
+from handler.aws.settings import Settings
+from handler.core.deadline import Deadline
+from handler.core.kickout import carry_out
+from handler.core.models import KickoutRequest, KickoutResult
+from handler.entry import audit
+from handler.fleet.budget import Lane
+from handler.zego.client import ZimClient
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+
+
+def deadline_of(context: LambdaContext, *, at_most: float | None = None) -> Deadline:
+    """The invocation's deadline, as Lambda counts it down; never more than `at_most` seconds from now."""
+    deadline = Deadline.counting_down(lambda: context.get_remaining_time_in_millis() / 1000)
+    return deadline if at_most is None else deadline.within(at_most)
+
+
+@dataclass(frozen=True)
+class Kickouts:
+    zim_client: Callable[[Lane, Deadline], ZimClient]
+    """The ZEGO client for one request: its lane's place in the budget, its deadline."""
+    settings: Callable[[], Settings]
+    """The function's configuration; raises ConfigurationError while it is wrong."""
+    sqs: Callable[[], SQSClient]
+
+    def kick_out(
+        self, request: KickoutRequest, deadline: Deadline, origin: Mapping[str, object] | None = None
+    ) -> KickoutResult:
+        """One kickout a caller waits for (API, direct invoke): audited, counted, first in line for ZEGO's budget.
+
+        `origin`: who or what sent the request (plain fields, e.g. the IAM principal), for its audit line.
+        """
+        fields = audit.audit_fields(request, **(origin or {}))
+        try:
+            result = self.send_calls(request, deadline, Lane.API)
+        except Exception as error:
+            audit.record_failure(error, fields)  # an unexpected one too: counted FailedUnexpected, then raised
+            raise
+        audit.record_success(result, fields)
+        return result
+
+    def send_calls(self, request: KickoutRequest, deadline: Deadline, lane: Lane) -> KickoutResult:
+        """The ZEGO calls of one request, unaudited; raises KickoutError or ConfigurationError."""
+        result = carry_out(request, self.zim_client(lane, deadline).call)
+        for call in result.calls:
+            emit(MetricName.USERS_PER_CALL, len(call.user_ids))
+        return result

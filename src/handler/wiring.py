@@ -1,0 +1,169 @@
+"""The function, wired in one place: settings -> AWS clients -> secret -> budget -> circuit -> ZEGO client -> kickouts.
+
+The only module that knows which implementation stands behind each port. Lambda's handler (app.py) builds one
+`Function` per execution environment from its environment variables, on the first invocation; tests and tools
+build theirs with their own `Parts` (an environment, a retry policy, a backoff that does not sleep) through the
+same code. Each part is made on first use and kept: no network call and no secret read happens at import.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, TypeVar
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from handler.aws import clients
+from handler.aws.observability import MetricName, emit, logger
+from handler.aws.secret import ServerSecret
+from handler.aws.settings import Settings, settings_from
+from handler.core.deadline import Deadline
+from handler.core.ports import AlwaysCall, Health, RateGate, Send
+from handler.entry.kickouts import Kickouts
+from handler.fleet import circuit
+from handler.fleet.budget import MARGIN, FleetBudget, Lane
+from handler.fleet.pacing import Pacer
+from handler.fleet.slot_book import DynamoSlotBook
+from handler.zego import transport
+from handler.zego.client import RetryPolicy, ZimClient
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_sqs.client import SQSClient
+
+Part = TypeVar("Part")
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What a `Function` is made of that differs between Lambda and a test; Lambda's own by default."""
+
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    send: Send = transport.send
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    retry_sleep: Callable[[float], None] = time.sleep
+    """How a ZEGO call waits out its backoff between attempts (kickout_dev.backoff skips it to replay faults fast)."""
+    failures_to_open: int = circuit.FAILURES_TO_OPEN
+    """ZEGO failures in a row that open its circuit for the fleet."""
+
+
+class Function:
+    """One execution environment's function: every part made once, on first use, and shared by its invocations."""
+
+    def __init__(self, parts: Parts | None = None) -> None:
+        self.parts = parts or Parts()
+        self._making = threading.RLock()
+
+    def _once(self, name: str, make: Callable[[], Part]) -> Part:
+        """`make()`, kept under `name`: the batch's worker threads may ask together, and must share one."""
+        with self._making:
+            if name not in self.__dict__:
+                self.__dict__[name] = make()
+            made: Part = self.__dict__[name]
+            return made
+
+    def settings(self) -> Settings:
+        """The configuration, validated; raises ConfigurationError (and is read again next time) while it is wrong."""
+        return self._once("_settings", lambda: settings_from(self.parts.environ))
+
+    def sqs(self) -> SQSClient:
+        # Made on first use: most invocations never park a message, and a client costs cold-start time.
+        return self._once("_sqs", clients.sqs)
+
+    def dynamodb(self) -> DynamoDBClient:
+        return self._once("_dynamodb", clients.dynamodb)
+
+    def secrets_provider(self) -> SecretsProvider:
+        return self._once("_secrets_provider", clients.secrets_provider)
+
+    def server_secret(self) -> ServerSecret:
+        return self._once("_server_secret", lambda: ServerSecret(self.settings().secret_id, self.secrets_provider()))
+
+    def health(self) -> Health:
+        """ZEGO's circuit, shared by the fleet in the state table."""
+
+        def make() -> Health:
+            config = self.settings()
+            if config.state_table is None:
+                return AlwaysCall()
+            store = circuit.FleetCircuitStore(config.state_table, self.dynamodb())
+            return circuit.ZegoCircuit(
+                circuit.circuit_name(config.app_id), store, failures_to_open=self.parts.failures_to_open
+            )
+
+        return self._once("_health", make)
+
+    def budget(self, lane: Lane) -> RateGate:
+        """This environment's gate to ZEGO's fleet-wide rate budget, one per lane; both share the local pace."""
+
+        def make() -> RateGate:
+            config = self.settings()
+            return FleetBudget(
+                book=DynamoSlotBook(client=self.dynamodb, table=config.state_table, key=f"budget#{config.app_id}"),
+                limit=config.zego_rate_limit,
+                lane=lane,
+                fallback=self._once("_local_pace", lambda: Pacer(share=fallback_rate_per_second(config))),
+                observe=self._observe_budget,
+            )
+
+        return self._once(f"_budget_{lane}", make)
+
+    def zim_client(self, lane: Lane, deadline: Deadline) -> ZimClient:
+        """The ZEGO client for one request of `lane`, within `deadline`."""
+        config = self.settings()
+        secret = self.server_secret()
+        return ZimClient(
+            endpoint=config.endpoint,
+            app_id=config.app_id,
+            read_secret=secret.read,
+            send=self._traced_send,
+            deadline=deadline,
+            pacer=self.budget(lane),
+            policy=self.parts.retry_policy,
+            sleep=self.parts.retry_sleep,
+            health=self.health(),
+        )
+
+    @property
+    def _traced_send(self) -> Send:
+        return self._once("_send", lambda: transport.traced(self.parts.send))
+
+    @property
+    def kickouts(self) -> Kickouts:
+        """What the entry points are handed."""
+        return self._once(
+            "_kickouts", lambda: Kickouts(zim_client=self.zim_client, settings=self.settings, sqs=self.sqs)
+        )
+
+    def _observe_budget(self, event: str, value: float) -> None:
+        match event:
+            case "slot_wait":
+                emit(MetricName.BUDGET_WAIT, value * 1000, MetricUnit.Milliseconds)
+            case "store_calls":
+                emit(MetricName.BUDGET_STORE_CALLS, value)
+            case "stale_slot":
+                emit(MetricName.BUDGET_SLOTS_DROPPED, value)
+            case "store_error":
+                emit(MetricName.BUDGET_STORE_ERRORS, value)
+                logger.warning(
+                    "rate budget store unavailable: pacing this environment alone",
+                    extra={"fallback_rate_per_second": fallback_rate_per_second(self.settings())},
+                )
+
+
+def fallback_rate_per_second(config: Settings) -> float:
+    """This environment's pace alone: the fleet's whole budget shared by the most environments that can run at once,
+    so that together they stay under ZEGO's limit however many run (docs/failure-handling.md)."""
+    return config.zego_rate_limit * (1 - MARGIN) / config.max_environments
+
+
+@cache
+def lambdas_function() -> Function:
+    """The function of this execution environment as Lambda runs it: from its environment, made once."""
+    return Function()
