@@ -518,3 +518,39 @@ def test_a_circuit_opened_by_this_request_reports_what_zego_said() -> None:
     assert unavailable.value.reply is not None
     assert unavailable.value.reply.code == 1
     assert len(zego_answers.urls) == 1
+
+
+UNREADABLE_REPLIES = {
+    "nested 100,000 deep": b"[" * 100_000 + b"]" * 100_000,
+    "a Code of 5,000 digits": b'{"Code": ' + b"9" * 5000 + b"}",
+    "a negative Code": b'{"Code": -1}',
+    "a Code given twice": b'{"Code": 0, "Code": 660500002}',
+    "not UTF-8": b'{"Code": 0, "Message": "\xff"}',
+    "NaN": b'{"Code": NaN}',
+}
+
+
+@pytest.mark.parametrize("body", UNREADABLE_REPLIES.values(), ids=UNREADABLE_REPLIES.keys())
+def test_an_unreadable_reply_is_retried_with_backoff_and_counts_against_zegos_health(body: bytes) -> None:
+    # GIVEN ZEGO answering 200 with something that is not its envelope, twice, then properly
+    circuit, clock = RecordingCircuit(), Clock()
+    client, _ = client_for(ScriptedZego([HttpReply(200, body), HttpReply(200, body), zego(0)]), clock)
+    client.health = circuit
+    # WHEN the call is made THEN it is retried as a transport failure, with backoff, to success
+    assert client.call(CALL).code == 0
+    assert clock.slept == [0.2, 0.4]
+    # AND each unreadable reply told the health guard that ZEGO did not serve
+    assert circuit.verdicts == ["unwell", "unwell", "served"]
+
+
+@pytest.mark.parametrize("body", UNREADABLE_REPLIES.values(), ids=UNREADABLE_REPLIES.keys())
+def test_unreadable_replies_every_time_end_as_zego_unavailable_not_as_a_refusal(body: bytes) -> None:
+    zego_answers = ScriptedZego([HttpReply(200, body)])
+    client, _ = client_for(zego_answers, Clock())
+    with pytest.raises(ZegoUnavailable) as unavailable:
+        client.call(CALL)
+    assert type(unavailable.value) is ZegoUnavailable
+    assert unavailable.value.reply is None
+    assert not unavailable.value.timed_out
+    assert not unavailable.value.rate_limited
+    assert len(zego_answers.urls) == RetryPolicy().max_attempts
