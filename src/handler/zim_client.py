@@ -101,13 +101,13 @@ class ZimClient:
             server_secret = self.read_secret(state.force_secret, self.deadline)
             state.force_secret = False
             try:
-                timeout = self._wait_for_turn()
+                self._wait_for_turn()
+                outcome = self._guarded_attempt(call, server_secret, state=state)
             except OutOfTime:
                 if state.last_failure is None:
                     raise
                 # ZEGO was asked already: what it said is the news, not that there is no time for another try.
                 raise state.last_failure.giving_up(state.attempts - 1) from None
-            outcome = self._guarded_attempt(call, server_secret, timeout=timeout, state=state)
             self._adjust_pace(outcome)
             match self._judge(outcome, state):
                 case _Final(reply=reply):
@@ -124,15 +124,24 @@ class ZimClient:
                         raise failure.giving_up(state.attempts)
                     self.sleep(delay)
 
-    def _wait_for_turn(self) -> float:
-        """Wait for a pacing slot; the time the request may then take, within the invocation's deadline."""
+    def _wait_for_turn(self) -> None:
+        """Wait for a pacing slot that leaves time for a request before the invocation's deadline."""
         time_left = self.deadline.remaining() - self.policy.safety_margin
         if time_left < self.policy.min_request_time:
             raise OutOfTime("no time left in this invocation to call ZEGO")
-        if self.pacer is not None:
-            if not self.pacer.acquire(max_wait=time_left - self.policy.min_request_time):
-                raise OutOfTime("no slot in ZEGO's rate budget before the deadline")
-            time_left = self.deadline.remaining() - self.policy.safety_margin
+        if self.pacer is not None and not self.pacer.acquire(max_wait=time_left - self.policy.min_request_time):
+            raise OutOfTime("no slot in ZEGO's rate budget before the deadline")
+
+    def _request_timeout(self) -> float:
+        """The time the request about to be sent may take: read off the deadline now, at the send, not before the
+        pacing slot and the circuit's read (on a slow store or a starved CPU they take time of their own).
+
+        Less than `min_request_time` is no request: OutOfTime, ZEGO not asked, nothing for its health to count (a
+        timeout that short would say only that this invocation ran out of time).
+        """
+        time_left = self.deadline.remaining() - self.policy.safety_margin
+        if time_left < self.policy.min_request_time:
+            raise OutOfTime("no time left in this invocation to call ZEGO once its turn came")
         return min(self.policy.request_timeout, time_left)
 
     @staticmethod
@@ -168,12 +177,13 @@ class ZimClient:
         )
 
     def _guarded_attempt(
-        self, call: zim.KickoutCall, server_secret: str, *, timeout: float, state: _RetryState
+        self, call: zim.KickoutCall, server_secret: str, *, state: _RetryState
     ) -> zim.Reply | _Failure:
-        """One attempt through the health guard; raises ZegoCircuitOpen (or the last failure) when the fleet waits."""
+        """One attempt through the health guard; raises ZegoCircuitOpen (or the last failure) when the fleet waits,
+        and OutOfTime when no time is left to send it (the guard counts neither: ZEGO was not asked)."""
 
         def attempt() -> zim.Reply | _Failure:
-            outcome = self._attempt(call, server_secret, timeout=timeout)
+            outcome = self._attempt(call, server_secret, timeout=self._request_timeout())
             if _unwell(outcome):
                 raise ZegoUnwell(outcome)
             return outcome

@@ -554,3 +554,64 @@ def test_unreadable_replies_every_time_end_as_zego_unavailable_not_as_a_refusal(
     assert not unavailable.value.timed_out
     assert not unavailable.value.rate_limited
     assert len(zego_answers.urls) == RetryPolicy().max_attempts
+
+
+@dataclass
+class SlowCircuit(RecordingCircuit):
+    """A circuit whose store read takes `read_seconds` of the invocation's time before each attempt."""
+
+    clock: Clock = field(default_factory=Clock)
+    read_seconds: float = 0.0
+
+    def guard(self, attempt: Callable[[], Outcome]) -> Outcome:
+        self.clock.now += self.read_seconds
+        return super().guard(attempt)
+
+
+def test_a_request_is_given_what_is_left_when_it_is_sent_not_before_the_circuits_read() -> None:
+    # GIVEN 6 s left, and a circuit whose store read takes 3 s (a slow store, a starved CPU)
+    clock = Clock(deadline=1_700_000_006.0)
+    zego_answers = ScriptedZego([zego(0)])
+    client, _ = client_for(zego_answers, clock)
+    client.health = SlowCircuit(clock=clock, read_seconds=3.0)
+    # WHEN the call is made
+    client.call(CALL)
+    # THEN the request was given what was left after the read, less the safety margin: not the 4.5 s left before it
+    assert zego_answers.timeouts == [pytest.approx(6.0 - 3.0 - RetryPolicy().safety_margin)]
+
+
+def test_no_time_left_once_the_turn_comes_is_out_of_time_zego_not_asked_nothing_counted() -> None:
+    # GIVEN 3 s left, and a circuit read that takes 1.2 s of it (leaving 0.3 s after the safety margin)
+    clock = Clock(deadline=1_700_000_003.0)
+    zego_answers = ScriptedZego([zego(0)])
+    circuit = SlowCircuit(clock=clock, read_seconds=1.2)
+    client, _ = client_for(zego_answers, clock)
+    client.health = circuit
+    # WHEN the call is made THEN no request too short to be answered goes out: OutOfTime, not a ZEGO timeout
+    with pytest.raises(OutOfTime):
+        client.call(CALL)
+    assert zego_answers.urls == []
+    # AND ZEGO's health heard nothing of it: it was not asked
+    assert circuit.verdicts == []
+
+
+def test_a_pacing_slot_that_comes_late_is_out_of_time_not_a_short_request() -> None:
+    # GIVEN a pacer that grants its slot only after 1.4 s of a 3 s invocation (a slow budget store)
+    clock = Clock(deadline=1_700_000_003.0)
+
+    @dataclass
+    class LatePacer:
+        def acquire(self, max_wait: float) -> bool:
+            clock.now += 1.4
+            return True
+
+        def slow_down(self) -> None: ...
+
+        def speed_up(self) -> None: ...
+
+    zego_answers = ScriptedZego([zego(0)])
+    client, _ = client_for(zego_answers, clock)
+    client.pacer = LatePacer()
+    with pytest.raises(OutOfTime):
+        client.call(CALL)
+    assert zego_answers.urls == []
