@@ -183,7 +183,12 @@ class ZimClient:
         and OutOfTime when no time is left to send it (the guard counts neither: ZEGO was not asked)."""
 
         def attempt() -> zim.Reply | _Failure:
-            outcome = self._attempt(call, server_secret, timeout=self._request_timeout())
+            timeout = self._request_timeout()
+            outcome = self._attempt(call, server_secret, timeout=timeout)
+            if isinstance(outcome, _Failure) and outcome.timed_out and timeout < self.policy.request_timeout:
+                # Cut short by this invocation's deadline: that ZEGO did not answer in the time left says as much of
+                # this invocation (a slow store, a starved CPU spent its time) as of ZEGO. Neither way, then.
+                raise _Unjudged(outcome)
             if _unwell(outcome):
                 raise ZegoUnwell(outcome)
             return outcome
@@ -192,6 +197,8 @@ class ZimClient:
             return self.health.guard(attempt)
         except ZegoUnwell as unwell:
             return cast("zim.Reply | _Failure", unwell.outcome)
+        except _Unjudged as unjudged:
+            return unjudged.outcome
         except ZegoCircuitOpen:
             if state.last_failure is None:
                 raise
@@ -235,6 +242,14 @@ class ZimClient:
         """Full jitter (AWS Architecture Blog, 'Exponential Backoff And Jitter')."""
         ceiling: float = min(self.policy.max_delay, self.policy.base_delay * 2 ** (attempts - 1))
         return self.jitter() * ceiling
+
+
+class _Unjudged(Exception):
+    """Raised inside a guarded attempt whose outcome says nothing of ZEGO's health: the guard counts it neither way."""
+
+    def __init__(self, outcome: _Failure) -> None:
+        super().__init__("not ZEGO's health")
+        self.outcome = outcome
 
 
 def _unwell(outcome: zim.Reply | _Failure) -> bool:

@@ -615,3 +615,27 @@ def test_a_pacing_slot_that_comes_late_is_out_of_time_not_a_short_request() -> N
     with pytest.raises(OutOfTime):
         client.call(CALL)
     assert zego_answers.urls == []
+
+
+def test_a_timeout_cut_short_by_the_deadline_says_nothing_of_zegos_health() -> None:
+    # GIVEN 3 s left: a request may take 1.5 s, less than the policy's 5 s; ZEGO does not answer in it
+    clock = Clock(deadline=1_700_000_003.0)
+    circuit = RecordingCircuit()
+    client, _ = client_for(ScriptedZego([TransportFailure("slow", timed_out=True)]), clock)
+    client.health = circuit
+    # WHEN the call gives up
+    with pytest.raises(ZegoUnavailable) as unavailable:
+        client.call(CALL)
+    # THEN it is a timeout for the caller, and nothing for ZEGO's circuit: this invocation's deadline cut it short
+    assert unavailable.value.timed_out
+    assert circuit.verdicts == []
+
+
+def test_a_timeout_of_the_full_request_time_counts_against_zego() -> None:
+    circuit = RecordingCircuit()
+    zego_answers = ScriptedZego([TransportFailure("slow", timed_out=True), zego(0)])
+    client, _ = client_for(zego_answers, Clock())
+    client.health = circuit
+    assert client.call(CALL).code == 0
+    assert zego_answers.timeouts[0] == RetryPolicy().request_timeout
+    assert circuit.verdicts == ["unwell", "served"]
