@@ -3,7 +3,9 @@
 It checks each request the way ZEGO does — signature v2.0, timestamp skew, nonce shape, parameter
 rules — with its own code (it shares nothing with `handler`, so a mistake there cannot hide here), keeps
 rooms and their members, can enforce a requests-per-second limit, and can be told to misbehave: HTTP
-errors, any ZEGO code, slow answers, reset connections, bodies that are not JSON, a rotated secret.
+errors, any ZEGO code, slow answers, answers that trickle in a byte at a time, reset connections, bodies
+that are not JSON or not ZEGO's envelope (any bytes), bodies and heads far larger than an answer, a
+rotated secret.
 """
 
 from __future__ import annotations
@@ -67,6 +69,28 @@ class Fault:
     def not_json() -> Fault:
         return Fault("not_json")
 
+    @staticmethod
+    def trickle(seconds_per_byte: float = 0.05, *, head: bool = False) -> Fault:
+        """Kick as usual, then send the answer's body one byte at a time (with `head`, its status line and headers
+        too): each read finds a byte, so only a deadline on the whole reply ends the wait."""
+        return Fault("trickle", (seconds_per_byte, head))
+
+    @staticmethod
+    def body(raw: bytes, status: int = 200) -> Fault:
+        """Answer with exactly these bytes as the body (JSON's media type, Content-Length): any unreadable reply."""
+        return Fault("body", (raw, status))
+
+    @staticmethod
+    def oversize(size: int, *, chunked: bool = False) -> Fault:
+        """A 200 whose body of `size` bytes starts like ZEGO's envelope, sent with its Content-Length or chunked
+        (no length said up front); it stops once the client hangs up."""
+        return Fault("oversize", (size, chunked))
+
+    @staticmethod
+    def huge_head(size: int) -> Fault:
+        """A 200 with `size` bytes of headers before a good envelope."""
+        return Fault("huge_head", size)
+
 
 @dataclass(frozen=True)
 class Kickout:
@@ -103,6 +127,8 @@ class ZimStandIn(LoopbackServer):
     requests_seen: int = 0
     requests_by_room: Counter[str] = field(default_factory=Counter)
     """Every request that reached the server, faulted or not, by its RoomId."""
+    client_ports: list[int] = field(default_factory=list)
+    """The client's port for each request, in order: a new port is a new connection, the same one a reused one."""
     max_in_flight: int = 0
     """The most requests the server was handling at one time (shows whether a client sends concurrently)."""
     outage: Fault | None = None
@@ -156,6 +182,7 @@ class ZimStandIn(LoopbackServer):
     def _serve(self, request: BaseHTTPRequestHandler) -> None:
         with self._lock:
             self.requests_seen += 1
+            self.client_ports.append(request.client_address[1])
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
         try:
@@ -209,6 +236,19 @@ class ZimStandIn(LoopbackServer):
             case "slow":
                 time.sleep(fault.value)
                 return False
+            case "trickle":
+                seconds_per_byte, head = fault.value
+                self._trickle(request, self._kickout(params), seconds_per_byte, head=head)
+            case "body":
+                raw, status = fault.value
+                self._send(request, status, raw)
+            case "oversize":
+                self._oversize(request, *fault.value)
+            case "huge_head":
+                head = b"X-Padding: " + b"p" * 1000 + b"\r\n"
+                body = json.dumps(self._reply(0, "success")).encode()
+                lines = b"HTTP/1.1 200 OK\r\n" + head * (fault.value // len(head) + 1)
+                self._write(request, lines + b"Content-Length: %d\r\n\r\n" % len(body) + body)
             case _:
                 raise ValueError(f"unknown fault {fault.kind}")
         return True
@@ -330,15 +370,58 @@ class ZimStandIn(LoopbackServer):
 
     @staticmethod
     def _answer(request: BaseHTTPRequestHandler, document: dict[str, Any]) -> None:
-        body = json.dumps(document).encode()
+        ZimStandIn._send(request, 200, json.dumps(document).encode())
+
+    @staticmethod
+    def _send(request: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
         try:
-            request.send_response(200)
+            request.send_response(status)
             request.send_header("Content-Type", "application/json")
             request.send_header("Content-Length", str(len(body)))
             request.end_headers()
             request.wfile.write(body)
         except OSError:
             pass  # the client gave up (a timeout test): nothing to answer
+
+    @staticmethod
+    def _write(request: BaseHTTPRequestHandler, raw: bytes) -> bool:
+        """Raw bytes onto the connection; False once the client has hung up."""
+        try:
+            request.wfile.write(raw)
+        except OSError:
+            request.close_connection = True
+            return False
+        return True
+
+    def _trickle(
+        self, request: BaseHTTPRequestHandler, document: dict[str, Any], seconds_per_byte: float, *, head: bool
+    ) -> None:
+        body = json.dumps(document).encode()
+        start = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        slow = start + body if head else body
+        if not head and not self._write(request, start):
+            return
+        # Bounded: the answer is ~100 bytes, and a write soon after the client hung up fails.
+        for byte in slow:
+            time.sleep(seconds_per_byte)
+            if not self._write(request, bytes([byte])):
+                return
+
+    def _oversize(self, request: BaseHTTPRequestHandler, size: int, chunked: bool) -> None:
+        piece = b" " * 65536
+        prefix = json.dumps(self._reply(0, "success")).encode()[:-1] + b', "Padding": "'
+        framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % size
+        if not self._write(request, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + framing + b"\r\n\r\n"):
+            return
+        sent = 0
+        while sent < size:
+            part = (prefix if sent == 0 else piece)[: size - sent]
+            framed = b"%x\r\n%s\r\n" % (len(part), part) if chunked else part
+            if not self._write(request, framed):
+                return
+            sent += len(part)
+        if chunked:
+            self._write(request, b"0\r\n\r\n")
 
 
 def parse_query(query: str) -> dict[str, list[str]]:

@@ -522,3 +522,124 @@ def test_a_circuit_opened_by_this_request_reports_what_zego_said() -> None:
     assert unavailable.value.reply is not None
     assert unavailable.value.reply.code == 1
     assert len(zego_answers.urls) == 1
+
+
+UNREADABLE_REPLIES = {
+    "nested 100,000 deep": b"[" * 100_000 + b"]" * 100_000,
+    "a Code of 5,000 digits": b'{"Code": ' + b"9" * 5000 + b"}",
+    "a negative Code": b'{"Code": -1}',
+    "a Code given twice": b'{"Code": 0, "Code": 660500002}',
+    "not UTF-8": b'{"Code": 0, "Message": "\xff"}',
+    "NaN": b'{"Code": NaN}',
+}
+
+
+@pytest.mark.parametrize("body", UNREADABLE_REPLIES.values(), ids=UNREADABLE_REPLIES.keys())
+def test_an_unreadable_reply_is_retried_with_backoff_and_counts_against_zegos_health(body: bytes) -> None:
+    # GIVEN ZEGO answering 200 with something that is not its envelope, twice, then properly
+    circuit, clock = RecordingCircuit(), Clock()
+    client, _ = client_for(ScriptedZego([HttpReply(200, body), HttpReply(200, body), zego(0)]), clock)
+    client.health = circuit
+    # WHEN the call is made THEN it is retried as a transport failure, with backoff, to success
+    assert client.call(CALL).code == 0
+    assert clock.slept == [0.2, 0.4]
+    # AND each unreadable reply told the health guard that ZEGO did not serve
+    assert circuit.verdicts == ["unwell", "unwell", "served"]
+
+
+@pytest.mark.parametrize("body", UNREADABLE_REPLIES.values(), ids=UNREADABLE_REPLIES.keys())
+def test_unreadable_replies_every_time_end_as_zego_unavailable_not_as_a_refusal(body: bytes) -> None:
+    zego_answers = ScriptedZego([HttpReply(200, body)])
+    client, _ = client_for(zego_answers, Clock())
+    with pytest.raises(ZegoUnavailable) as unavailable:
+        client.call(CALL)
+    assert type(unavailable.value) is ZegoUnavailable
+    assert unavailable.value.reply is None
+    assert not unavailable.value.timed_out
+    assert not unavailable.value.rate_limited
+    assert len(zego_answers.urls) == RetryPolicy().max_attempts
+
+
+@dataclass
+class SlowCircuit(RecordingCircuit):
+    """A circuit whose store read takes `read_seconds` of the invocation's time before each attempt."""
+
+    clock: Clock = field(default_factory=Clock)
+    read_seconds: float = 0.0
+
+    def guard(self, attempt: Callable[[], Outcome], deadline: Deadline) -> Outcome:
+        self.clock.now += self.read_seconds
+        return super().guard(attempt, deadline)
+
+
+def test_a_request_is_given_what_is_left_when_it_is_sent_not_before_the_circuits_read() -> None:
+    # GIVEN 6 s left, and a circuit whose store read takes 3 s (a slow store, a starved CPU)
+    clock = Clock(deadline=1_700_000_006.0)
+    zego_answers = ScriptedZego([zego(0)])
+    client, _ = client_for(zego_answers, clock)
+    client.health = SlowCircuit(clock=clock, read_seconds=3.0)
+    # WHEN the call is made
+    client.call(CALL)
+    # THEN the request was given what was left after the read, less the safety margin: not the 4.5 s left before it
+    assert zego_answers.timeouts == [pytest.approx(6.0 - 3.0 - RetryPolicy().safety_margin)]
+
+
+def test_no_time_left_once_the_turn_comes_is_out_of_time_zego_not_asked_nothing_counted() -> None:
+    # GIVEN 3 s left, and a circuit read that takes 1.2 s of it (leaving 0.3 s after the safety margin)
+    clock = Clock(deadline=1_700_000_003.0)
+    zego_answers = ScriptedZego([zego(0)])
+    circuit = SlowCircuit(clock=clock, read_seconds=1.2)
+    client, _ = client_for(zego_answers, clock)
+    client.health = circuit
+    # WHEN the call is made THEN no request too short to be answered goes out: OutOfTime, not a ZEGO timeout
+    with pytest.raises(OutOfTime):
+        client.call(CALL)
+    assert zego_answers.urls == []
+    # AND ZEGO's health heard nothing of it: it was not asked
+    assert circuit.verdicts == []
+
+
+def test_a_pacing_slot_that_comes_late_is_out_of_time_not_a_short_request() -> None:
+    # GIVEN a pacer that grants its slot only after 1.4 s of a 3 s invocation (a slow budget store)
+    clock = Clock(deadline=1_700_000_003.0)
+
+    @dataclass
+    class LatePacer:
+        def acquire(self, max_wait: float) -> bool:
+            clock.now += 1.4
+            return True
+
+        def slow_down(self) -> None: ...
+
+        def speed_up(self) -> None: ...
+
+    zego_answers = ScriptedZego([zego(0)])
+    client, _ = client_for(zego_answers, clock)
+    client.pacer = LatePacer()
+    with pytest.raises(OutOfTime):
+        client.call(CALL)
+    assert zego_answers.urls == []
+
+
+def test_a_timeout_cut_short_by_the_deadline_says_nothing_of_zegos_health() -> None:
+    # GIVEN 3 s left: a request may take 1.5 s, less than the policy's 5 s; ZEGO does not answer in it
+    clock = Clock(deadline=1_700_000_003.0)
+    circuit = RecordingCircuit()
+    client, _ = client_for(ScriptedZego([TransportFailure("slow", timed_out=True)]), clock)
+    client.health = circuit
+    # WHEN the call gives up
+    with pytest.raises(ZegoUnavailable) as unavailable:
+        client.call(CALL)
+    # THEN it is a timeout for the caller, and nothing for ZEGO's circuit: this invocation's deadline cut it short
+    assert unavailable.value.timed_out
+    assert circuit.verdicts == []
+
+
+def test_a_timeout_of_the_full_request_time_counts_against_zego() -> None:
+    circuit = RecordingCircuit()
+    zego_answers = ScriptedZego([TransportFailure("slow", timed_out=True), zego(0)])
+    client, _ = client_for(zego_answers, Clock())
+    client.health = circuit
+    assert client.call(CALL).code == 0
+    assert zego_answers.timeouts[0] == RetryPolicy().request_timeout
+    assert circuit.verdicts == ["unwell", "served"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import string
+import sys
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from handler.zego import zim
@@ -172,14 +173,160 @@ def test_reply_is_parsed_from_zegos_envelope() -> None:
     assert reply.code_class is CodeClass.DONE
 
 
-@pytest.mark.parametrize(
-    "body",
-    [b"<html>502</html>", b"", b"\xff\xfe", b"[1, 2]", b'{"Message": "no code"}', b'{"Code": "0"}', b'{"Code": true}'],
-)
+ENVELOPE = b'{"Code": 0, "Message": "success", "RequestId": "343649807833778782"}'
+UNREADABLE: dict[str, bytes] = {
+    "not JSON": b"<html>502</html>",
+    "not UTF-8": b'{"Code": 0, "Message": "\xff\xfe"}',
+    "UTF-16 (JSON, but not UTF-8)": '{"Code": 0}'.encode("utf-16"),
+    "an encoded surrogate (not UTF-8)": b'{"Code": 0, "Message": "\xed\xa0\x80"}',
+    "empty": b"",
+    "only blanks": b" \r\n\t",
+    "a JSON array": b"[1, 2]",
+    "a JSON string": b'"success"',
+    "a JSON number": b"0",
+    "JSON null": b"null",
+    "an object without Code": b'{"Message": "no code"}',
+    "Code null": b'{"Code": null}',
+    "Code as a string": b'{"Code": "0"}',
+    "Code as a float": b'{"Code": 0.0}',
+    "Code as an exponent": b'{"Code": 1e3}',
+    "Code as a bool": b'{"Code": true}',
+    "Code as an object": b'{"Code": {"value": 0}}',
+    "Code negative": b'{"Code": -1}',
+    "Code past 64 bits": b'{"Code": 9223372036854775808}',
+    "Code of 700 digits": b'{"Code": ' + b"9" * 700 + b"}",
+    "Code NaN": b'{"Code": NaN}',
+    "Code Infinity": b'{"Code": Infinity}',
+    "NaN elsewhere": b'{"Code": 0, "Message": NaN}',
+    "-Infinity elsewhere": b'{"Code": 0, "Extra": -Infinity}',
+    "Code given twice": b'{"Code": 0, "Code": 660500002}',
+    "RequestId given twice": b'{"Code": 0, "RequestId": "a", "RequestId": "b"}',
+    "a key twice, nested": b'{"Code": 0, "Extra": {"k": 1, "k": 2}}',
+    "nested 100,000 deep": b"[" * 100_000 + b"]" * 100_000,
+    "10 MB": b'{"Code": 0, "Message": "' + b"x" * 10_000_000 + b'"}',
+    "one byte over the limit": b'{"Code": 0, "Message": "' + b"x" * (zim.MAX_REPLY_BYTES - 25) + b'"}',
+    "two documents": b'{"Code": 0}{"Code": 1}',
+    "trailing garbage": b'{"Code": 0} x',
+    "a BOM and nothing else": b"\xef\xbb\xbf",
+}
+
+
+@pytest.mark.parametrize("body", UNREADABLE.values(), ids=UNREADABLE.keys())
 def test_a_body_that_is_not_zegos_envelope_is_malformed(body: bytes) -> None:
-    with pytest.raises(zim.MalformedReply):
+    # GIVEN a 200 whose body is not ZEGO's envelope WHEN parsed THEN MalformedReply (a transport failure), and only it
+    with pytest.raises(zim.MalformedReply) as malformed:
         zim.parse_reply(body)
+    # AND what it says never repeats the body
+    assert "xxx" not in str(malformed.value)
+    assert "<html>" not in str(malformed.value)
 
 
-def test_a_numeric_request_id_is_kept_as_text() -> None:
+def test_the_size_limit_is_exact() -> None:
+    at_limit = b'{"Code": 0, "Message": "' + b"x" * (zim.MAX_REPLY_BYTES - 26) + b'"}'
+    assert len(at_limit) == zim.MAX_REPLY_BYTES
+    assert zim.parse_reply(at_limit).code == 0
+
+
+def test_nesting_past_the_parsers_limit_is_malformed_whatever_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a size limit too large to stop a deep body first
+    monkeypatch.setattr(zim, "MAX_REPLY_BYTES", 10**6)
+    # WHEN the body is nested past what json's parser takes (it raises RecursionError, the API's 400 once)
+    # THEN it is malformed, ZEGO's fault
+    with pytest.raises(zim.MalformedReply, match="nested too deeply"):
+        zim.parse_reply(b'{"Code": 0, "Extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+
+
+def test_an_integer_past_pythons_digit_limit_is_malformed_not_a_crash() -> None:
+    # GIVEN int()'s digit limit lowered to its minimum, so that a Code longer than it still fits the size limit
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(640)
+    try:
+        # WHEN ZEGO's Code has more digits than int() reads THEN it is malformed, not a ValueError of its own
+        with pytest.raises(zim.MalformedReply, match="not JSON"):
+            zim.parse_reply(b'{"Code": ' + b"1" * 700 + b"}")
+    finally:
+        sys.set_int_max_str_digits(limit)
+
+
+def test_a_byte_order_mark_is_ignored() -> None:
+    # RFC 8259 section 8.1: a parser may ignore a BOM rather than refuse the text
+    assert zim.parse_reply(b"\xef\xbb\xbf" + ENVELOPE) == zim.parse_reply(ENVELOPE)
+
+
+@pytest.mark.parametrize("code", [0, 1, 660500002, 123456, zim.MAX_CODE])
+def test_any_integer_code_in_range_is_zego_speaking(code: int) -> None:
+    # an unknown code is ZEGO's answer all the same (permanent), not a malformed reply
+    assert zim.parse_reply(json.dumps({"Code": code}).encode()).code == code
+
+
+def test_a_numeric_request_id_is_kept_as_text_to_the_last_digit() -> None:
     assert zim.parse_reply(json.dumps({"Code": 1, "RequestId": 42}).encode()).request_id == "42"
+    assert zim.parse_reply(b'{"Code": 1, "RequestId": 343649807833778782}').request_id == "343649807833778782"
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [3.4364980783377878e17, True, None, [], ["343649807833778782"], {"id": "1"}],
+    ids=["float", "bool", "null", "empty array", "array", "object"],
+)
+def test_a_request_id_of_another_type_is_left_out_and_the_code_still_counts(odd: object) -> None:
+    reply = zim.parse_reply(json.dumps({"Code": 0, "Message": odd, "RequestId": odd}).encode())
+    assert reply == zim.Reply(code=0, message="", request_id="")
+
+
+def test_a_long_message_or_request_id_is_cut_and_says_so() -> None:
+    reply = zim.parse_reply(json.dumps({"Code": 1, "Message": "m" * 2000, "RequestId": "r" * 2000}).encode())
+    assert reply.message == "m" * (zim.MESSAGE_MAX_CHARS - 1) + "…"
+    assert reply.request_id == "r" * (zim.REQUEST_ID_MAX_CHARS - 1) + "…"
+
+
+def test_a_lone_surrogate_is_replaced_so_the_reply_can_be_shown_and_logged() -> None:
+    reply = zim.parse_reply(b'{"Code": 1, "Message": "busy \\ud800", "RequestId": "\\udfff1"}')
+    assert reply.message == "busy ?"
+    assert reply.request_id == "?1"
+    json.dumps(reply.message, ensure_ascii=False).encode()  # would raise on a lone surrogate
+
+
+def _check_reply(reply: zim.Reply) -> None:
+    assert isinstance(reply.code, int)
+    assert 0 <= reply.code <= zim.MAX_CODE
+    assert len(reply.message) <= zim.MESSAGE_MAX_CHARS
+    assert len(reply.request_id) <= zim.REQUEST_ID_MAX_CHARS
+    (reply.message + reply.request_id).encode()  # UTF-8 throughout: the API body and the logs can carry them
+    assert isinstance(reply.code_class, CodeClass)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=300))
+def test_any_bytes_are_a_reply_or_malformed_never_another_error(body: bytes) -> None:
+    try:
+        reply = zim.parse_reply(body)
+    except zim.MalformedReply:
+        return
+    _check_reply(reply)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=10,
+)
+envelopes = st.fixed_dictionaries(
+    {}, optional={"Code": json_values | st.integers(), "Message": json_values, "RequestId": json_values}
+)
+
+
+@settings(max_examples=200)
+@given(document=envelopes | json_values, bom=st.booleans(), ascii_only=st.booleans())
+def test_any_json_is_a_reply_or_malformed_never_another_error(document: object, bom: bool, ascii_only: bool) -> None:
+    # Python's encoder writes NaN and Infinity for those floats: JSON's parser must refuse them, not read them
+    body = (b"\xef\xbb\xbf" if bom else b"") + json.dumps(document, ensure_ascii=ascii_only).encode(
+        errors="surrogatepass"
+    )
+    try:
+        reply = zim.parse_reply(body)
+    except zim.MalformedReply:
+        return
+    _check_reply(reply)
+    assert isinstance(document, dict)
+    assert reply.code == document["Code"]

@@ -68,7 +68,8 @@ class Health(Protocol):
     def guard(self, attempt: Callable[[], Outcome], deadline: Deadline) -> Outcome:
         """Run `attempt`, or raise ZegoCircuitOpen without running it while the fleet knows ZEGO is down.
 
-        An attempt that raises ZegoUnwell counts against ZEGO's health (and is re-raised); one that returns, for it.
+        An attempt that raises ZegoUnwell counts against ZEGO's health (and is re-raised); one that returns, for it;
+        one that raises anything else (OutOfTime: no time was left to send it) counts neither way, and is re-raised.
         What the guard itself reads or writes of the fleet's view must end by `deadline`.
         """
         ...

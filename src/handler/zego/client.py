@@ -101,13 +101,13 @@ class ZimClient:
             server_secret = self.read_secret(state.force_secret, self.deadline)
             state.force_secret = False
             try:
-                timeout = self._wait_for_turn()
+                self._wait_for_turn()
+                outcome = self._guarded_attempt(call, server_secret, state=state)
             except OutOfTime:
                 if state.last_failure is None:
                     raise
                 # ZEGO was asked already: what it said is the news, not that there is no time for another try.
                 raise state.last_failure.giving_up(state.attempts - 1) from None
-            outcome = self._guarded_attempt(call, server_secret, timeout=timeout, state=state)
             self._adjust_pace(outcome)
             match self._judge(outcome, state):
                 case _Final(reply=reply):
@@ -124,15 +124,24 @@ class ZimClient:
                         raise failure.giving_up(state.attempts)
                     self.sleep(delay)
 
-    def _wait_for_turn(self) -> float:
-        """Wait for a pacing slot; the time the request may then take, within the invocation's deadline."""
+    def _wait_for_turn(self) -> None:
+        """Wait for a pacing slot that leaves time for a request before the invocation's deadline."""
         time_left = self.deadline.remaining() - self.policy.safety_margin
         if time_left < self.policy.min_request_time:
             raise OutOfTime("no time left in this invocation to call ZEGO")
-        if self.pacer is not None:
-            if not self.pacer.acquire(max_wait=time_left - self.policy.min_request_time):
-                raise OutOfTime("no slot in ZEGO's rate budget before the deadline")
-            time_left = self.deadline.remaining() - self.policy.safety_margin
+        if self.pacer is not None and not self.pacer.acquire(max_wait=time_left - self.policy.min_request_time):
+            raise OutOfTime("no slot in ZEGO's rate budget before the deadline")
+
+    def _request_timeout(self) -> float:
+        """The time the request about to be sent may take: read off the deadline now, at the send, not before the
+        pacing slot and the circuit's read (on a slow store or a starved CPU they take time of their own).
+
+        Less than `min_request_time` is no request: OutOfTime, ZEGO not asked, nothing for its health to count (a
+        timeout that short would say only that this invocation ran out of time).
+        """
+        time_left = self.deadline.remaining() - self.policy.safety_margin
+        if time_left < self.policy.min_request_time:
+            raise OutOfTime("no time left in this invocation to call ZEGO once its turn came")
         return min(self.policy.request_timeout, time_left)
 
     @staticmethod
@@ -168,12 +177,18 @@ class ZimClient:
         )
 
     def _guarded_attempt(
-        self, call: zim.KickoutCall, server_secret: str, *, timeout: float, state: _RetryState
+        self, call: zim.KickoutCall, server_secret: str, *, state: _RetryState
     ) -> zim.Reply | _Failure:
-        """One attempt through the health guard; raises ZegoCircuitOpen (or the last failure) when the fleet waits."""
+        """One attempt through the health guard; raises ZegoCircuitOpen (or the last failure) when the fleet waits,
+        and OutOfTime when no time is left to send it (the guard counts neither: ZEGO was not asked)."""
 
         def attempt() -> zim.Reply | _Failure:
+            timeout = self._request_timeout()
             outcome = self._attempt(call, server_secret, timeout=timeout)
+            if isinstance(outcome, _Failure) and outcome.timed_out and timeout < self.policy.request_timeout:
+                # Cut short by this invocation's deadline: that ZEGO did not answer in the time left says as much of
+                # this invocation (a slow store, a starved CPU spent its time) as of ZEGO. Neither way, then.
+                raise _Unjudged(outcome)
             if _unwell(outcome):
                 raise ZegoUnwell(outcome)
             return outcome
@@ -182,6 +197,8 @@ class ZimClient:
             return self.health.guard(attempt, self.deadline)
         except ZegoUnwell as unwell:
             return cast("zim.Reply | _Failure", unwell.outcome)
+        except _Unjudged as unjudged:
+            return unjudged.outcome
         except ZegoCircuitOpen:
             if state.last_failure is None:
                 raise
@@ -225,6 +242,14 @@ class ZimClient:
         """Full jitter (AWS Architecture Blog, 'Exponential Backoff And Jitter')."""
         ceiling: float = min(self.policy.max_delay, self.policy.base_delay * 2 ** (attempts - 1))
         return self.jitter() * ceiling
+
+
+class _Unjudged(Exception):
+    """Raised inside a guarded attempt whose outcome says nothing of ZEGO's health: the guard counts it neither way."""
+
+    def __init__(self, outcome: _Failure) -> None:
+        super().__init__("not ZEGO's health")
+        self.outcome = outcome
 
 
 def _unwell(outcome: zim.Reply | _Failure) -> bool:

@@ -129,6 +129,15 @@ CALLER_CAUSE_CODES: dict[int, str] = {
 the caller's to fix (the API answers 422, not 502)."""
 
 
+MAX_REPLY_BYTES = 4096
+"""ZEGO's envelope is about 100 bytes: a body larger than this is not ZEGO's answer (the transport reads no more)."""
+MAX_CODE = 2**63 - 1
+"""The largest Code a typed integer (64-bit) can carry; ZEGO's own codes are 9 digits at most."""
+MESSAGE_MAX_CHARS = 256
+REQUEST_ID_MAX_CHARS = 128
+"""A Message or RequestId longer than this is cut (ending in '…'): it is only shown and logged, never acted on."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     code: int
@@ -145,19 +154,66 @@ class MalformedReply(ValueError):
 
 
 def parse_reply(body: bytes) -> Reply:
+    """ZEGO's envelope `{"Code": 0, "Message": "...", "RequestId": "..."}`; raises MalformedReply, and only that, for
+    anything else.
+
+    The body must be at most MAX_REPLY_BYTES of UTF-8 (a byte order mark is ignored, as RFC 8259 allows), strict
+    JSON (no NaN or Infinity, no key twice: which one would ZEGO have meant?), one object, with a Code that is an
+    integer from 0 to MAX_CODE (a negative, fractional, boolean, textual or larger one is no code of ZEGO's, so
+    nothing can be concluded from it). Message and RequestId only inform: of another type they become "", and
+    they are cut to a readable length. A RequestId that is a JSON integer is kept as its decimal text (Python reads
+    JSON integers exactly, so every digit of ZEGO's 18-digit ids survives); any other type (a float has lost
+    digits, a bool, null, an array or object names no request) becomes "" rather than a made-up id.
+    """
+    if len(body) > MAX_REPLY_BYTES:
+        raise MalformedReply(f"reply of {len(body)} bytes is larger than ZEGO's envelope")
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise MalformedReply(f"reply is not JSON ({len(body)} byte{'' if len(body) == 1 else 's'})") from error
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedReply(f"reply is not UTF-8 ({_bytes(body)})") from None
+    try:
+        document = json.loads(text.removeprefix("\ufeff"), object_pairs_hook=_unique_keys, parse_constant=_refuse)
+    except RecursionError:
+        raise MalformedReply(f"reply is nested too deeply to be ZEGO's envelope ({_bytes(body)})") from None
+    except ValueError:
+        # Not JSON; NaN or Infinity; a key twice; an integer of more digits than int() reads (Python's limit).
+        raise MalformedReply(f"reply is not JSON ({_bytes(body)})") from None
     if not isinstance(document, dict):
         raise MalformedReply("reply is not a JSON object")
     code = document.get("Code")
     if not isinstance(code, int) or isinstance(code, bool):
         raise MalformedReply("reply has no integer Code")
+    if not 0 <= code <= MAX_CODE:
+        raise MalformedReply("reply's Code is outside ZEGO's range")
     message = document.get("Message")
     request_id = document.get("RequestId")
+    if isinstance(request_id, int) and not isinstance(request_id, bool):
+        request_id = str(request_id)
     return Reply(
         code=code,
-        message=message if isinstance(message, str) else "",
-        request_id=str(request_id) if request_id is not None else "",
+        message=_shown(message, MESSAGE_MAX_CHARS),
+        request_id=_shown(request_id, REQUEST_ID_MAX_CHARS),
     )
+
+
+def _bytes(body: bytes) -> str:
+    return f"{len(body)} byte{'' if len(body) == 1 else 's'}"
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise ValueError("a key given twice")
+    return document
+
+
+def _refuse(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _shown(value: object, max_chars: int) -> str:
+    """A text field fit to show and log: "" unless a string; lone surrogates (JSON's \\ud800) replaced; cut."""
+    if not isinstance(value, str):
+        return ""
+    text = value.encode("utf-8", errors="replace").decode("utf-8")
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
