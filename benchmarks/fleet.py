@@ -45,6 +45,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import boto3
 
+from benchmarks.cpu_share import LAMBDA_SHARE_256_MB, CpuShare, cpu_share
 from benchmarks.run import ROOT, BenchError, Report, Row, log, print_table
 from kickout_dev.events import api_event, sqs_record
 from kickout_dev.processes import MotoServer, terminate
@@ -465,6 +466,8 @@ class Outcome:
     invocations: list[Invocation]
     api_calls: list[ApiCall]
     failures: dict[str, float]
+    label: str = ""
+    """How the environments ran when not at full speed (" at 0.145 CPU"), for the rows' names."""
 
     @property
     def call_rate(self) -> float:
@@ -489,12 +492,18 @@ def close_all(environments: Sequence[Environment]) -> None:
 
 
 @contextmanager
-def started(names: Sequence[str], env: dict[str, str], logs: Path) -> Iterator[list[Environment]]:
-    """The environments' processes, all started at once, ready to take an invocation; stopped on the way out."""
+def started(
+    names: Sequence[str], env: dict[str, str], logs: Path, confine: Callable[[int], None] | None = None
+) -> Iterator[list[Environment]]:
+    """The environments' processes, all started at once, ready to take an invocation; stopped on the way out.
+
+    `confine(pid)`: called for each process as it starts (benchmarks.cpu_share holds it to a share of a CPU)."""
     environments: list[Environment] = []
     try:
         for name in names:
             environments.append(Environment(name, env, logs))
+            if confine is not None:
+                confine(environments[-1].process.pid)
         for environment in environments:
             environment.wait_ready()
         yield environments
@@ -503,7 +512,10 @@ def started(names: Sequence[str], env: dict[str, str], logs: Path) -> Iterator[l
             environment.close()
 
 
-def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs: Path) -> Outcome:
+def run_workload(
+    workload: Workload, backend: Backend, defaults: Defaults, logs: Path, share: CpuShare | None = None
+) -> Outcome:
+    """One workload; with `share`, each environment's process held to that share of a CPU."""
     log(
         f"fleet {workload.name}: {len(workload.bodies)} messages"
         + (f" + {workload.api_requests} API requests of {workload.api_users} users" if workload.api_requests else "")
@@ -523,7 +535,9 @@ def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs:
         names = [f"{workload.name}-queue-{n}" for n in range(defaults.queue_concurrency)]
         if workload.api_requests:
             names.append(f"{workload.name}-api")
-        environments = stack.enter_context(started(names, env, logs))
+        environments = stack.enter_context(
+            started(names, env, logs, confine=share.confine if share is not None and share.held else None)
+        )
         # Bounded whatever happens: at the deadline the children are stopped, and every read of them ends.
         watchdog = threading.Timer(workload.deadline + 30, partial(close_all, environments))
         watchdog.daemon = True
@@ -611,6 +625,7 @@ def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs:
         invocations=invocations,
         api_calls=api_calls,
         failures=failures,
+        label=f" at {share.fraction:.3f} CPU" if share is not None and share.held else "",
     )
 
 
@@ -697,7 +712,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 def rows_of(outcome: Outcome) -> list[Row]:
     w, d = outcome.workload, outcome.defaults
-    name = f"4. fleet {w.name}"
+    name = f"4. fleet {w.name}{outcome.label}"
     lost_ok = outcome.lost == 0 and outcome.kicked_expected == outcome.expected_users
     counts = (
         f"{outcome.lost} lost, {outcome.handed_back} handed back, {outcome.deferred} deferred, {outcome.parked} parked"
@@ -792,7 +807,8 @@ def notes_of(outcome: Outcome) -> list[str]:
     durations = [i.ended - i.began for i in queue_invocations]
     sizes = [i.size for i in queue_invocations]
     text = (
-        f"fleet {w.name}: {'done' if outcome.finished else 'NOT DONE at the deadline'} in {outcome.elapsed:.1f} s; "
+        f"fleet {w.name}{outcome.label}: {'done' if outcome.finished else 'NOT DONE at the deadline'} "
+        f"in {outcome.elapsed:.1f} s; "
         f"{outcome.calls} ZEGO calls ({outcome.refused_other} refused other than for rate); "
         f"{len(queue_invocations)} queue invocations of {statistics.mean(sizes) if sizes else 0:.1f} messages, "
         f"{statistics.median(durations) if durations else 0:.2f} s median (max {max(durations, default=0):.2f}); "
@@ -826,10 +842,13 @@ def measure_fleet(
     batch_size: int | None = None,
     batching_window: float | None = None,
     dump: Path | None = None,
+    share: float | None = None,
 ) -> None:
     """Every workload (or `only` some), each `repeat` times: rows and notes into `report`.
 
     `batch_size` and `batching_window` replace the template's defaults, to measure a setting before it is one.
+    `share`: each environment's process held to that share of one CPU (benchmarks.cpu_share), as Lambda holds a
+    function to its memory's share; where no cgroup can be had the run goes on at full speed with a note saying so.
     """
     defaults = template_defaults()
     if batch_size is not None:
@@ -840,11 +859,16 @@ def measure_fleet(
         report.note(
             f"fleet: NOT the template's defaults: batch {defaults.batch_size}, window {defaults.batching_window}"
         )
-    with tempfile.TemporaryDirectory(prefix="kickout-fleet-") as logs, MotoServer(Path(logs)) as moto:
+    with ExitStack() as stack:
+        logs = stack.enter_context(tempfile.TemporaryDirectory(prefix="kickout-fleet-"))
+        moto = stack.enter_context(MotoServer(Path(logs)))
+        held = stack.enter_context(cpu_share(share)) if share is not None else None
+        if held is not None:
+            report.note(f"fleet: each environment's process at {held.describe()}")
         backend = Backend.create(moto.url)
         for _ in range(repeat):
             for name in only:
-                outcome = run_workload(WORKLOADS[name](), backend, defaults, Path(logs))
+                outcome = run_workload(WORKLOADS[name](), backend, defaults, Path(logs), held)
                 report.add(*rows_of(outcome))
                 if dump is not None:
                     with dump.open("a") as out:
@@ -861,6 +885,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dump", type=Path, help="write every invocation (times, sizes, metrics) here as JSON lines")
     parser.add_argument("--batch-size", type=int, help="instead of the template's batch size (what if)")
     parser.add_argument("--batching-window", type=float, help="instead of the template's window, seconds (what if)")
+    parser.add_argument(
+        "--cpu-share",
+        type=float,
+        nargs="?",
+        const=LAMBDA_SHARE_256_MB,
+        help=f"hold each environment to this share of a CPU (alone: {LAMBDA_SHARE_256_MB:.3f}, a 256 MB function's)",
+    )
     args = parser.parse_args(argv)
     only = [name for name in args.only.split(",") if name]
     unknown = set(only) - set(WORKLOADS)
@@ -869,7 +900,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = Report()
     began = time.monotonic()
     measure_fleet(
-        report, only, args.repeat, batch_size=args.batch_size, batching_window=args.batching_window, dump=args.dump
+        report,
+        only,
+        args.repeat,
+        batch_size=args.batch_size,
+        batching_window=args.batching_window,
+        dump=args.dump,
+        share=args.cpu_share,
     )
     print_table(report)
     print(f"\n({time.monotonic() - began:.0f} s; python -m benchmarks.fleet)")
