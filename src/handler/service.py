@@ -7,6 +7,7 @@ for the queue, which merges messages into fewer calls and audits each message on
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from functools import cache, partial
@@ -16,12 +17,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from handler import aws_clients, health, settings, transport, zim
-from handler.budget import FleetBudget, Lane
+from handler.budget import FleetBudget, Lane, departing
 from handler.deadline import Deadline
 from handler.errors import OutOfTime, SecretUnavailable, ZegoCircuitOpen, ZegoRefused, ZegoUnavailable
 from handler.kickout import carry_out
 from handler.models import KickoutRequest, KickoutResult, describe_invalid
-from handler.observability import MetricName, logger, metrics, tracer
+from handler.observability import MetricName, in_current_trace, logger, metrics, tracer
 from handler.observability import metrics_lock as _metrics_lock
 from handler.pacing import Pacer
 from handler.ports import HttpReply, RateGate
@@ -86,6 +87,7 @@ def budget(lane: Lane) -> RateGate:
         lane=lane,
         fallback=_local_pace(),
         observe=_observe_budget,
+        spawn=_spawn_traced,
     )
 
 
@@ -101,7 +103,12 @@ def forget_budget() -> None:
     _local_pace.cache_clear()
 
 
-def _observe_budget(event: str, value: float) -> None:
+def _spawn_traced(work: Callable[[], None]) -> None:
+    """A booking on a thread of its own, under the invocation's trace (its DynamoDB call is a subsegment)."""
+    threading.Thread(target=in_current_trace(work), name="budget-booking", daemon=True).start()
+
+
+def _observe_budget(event: str, value: float, /, **detail: str) -> None:
     with _metrics_lock:
         match event:
             case "slot_wait":
@@ -110,13 +117,22 @@ def _observe_budget(event: str, value: float) -> None:
                 metrics.add_metric(name=MetricName.BUDGET_STORE_CALLS, unit=MetricUnit.Count, value=value)
             case "stale_slot":
                 metrics.add_metric(name=MetricName.BUDGET_SLOTS_DROPPED, unit=MetricUnit.Count, value=value)
-            case "store_error":
+            case "store_slow":
+                metrics.add_metric(name=MetricName.BUDGET_STORE_SLOW, unit=MetricUnit.Count, value=value)
+            case "store_error" | "store_too_slow":
                 metrics.add_metric(name=MetricName.BUDGET_STORE_ERRORS, unit=MetricUnit.Count, value=value)
-    if event == "store_error":
-        logger.warning(
-            "rate budget store unavailable: pacing this environment alone",
-            extra={"fallback_rate_per_second": settings.current().fallback_rate_per_second},
-        )
+            case "repaired":
+                metrics.add_metric(name=MetricName.BUDGET_REPAIRS, unit=MetricUnit.Count, value=value)
+    match event:
+        case "store_error" | "store_too_slow":
+            logger.warning(
+                "rate budget store unavailable: pacing this environment alone"
+                if event == "store_error"
+                else "rate budget store too slow: pacing this environment alone",
+                extra={"fallback_rate_per_second": settings.current().fallback_rate_per_second, **detail},
+            )
+        case "repaired":
+            logger.warning("rate budget timeline repaired: its next slot was impossible", extra=detail)
 
 
 def audit_fields(request: KickoutRequest, **context: object) -> dict[str, object]:
@@ -206,6 +222,7 @@ def _send_traced(url: str, timeout: float) -> HttpReply:
     started = time.perf_counter()
     # The subsegment names the call but records neither the URL (it carries the signature) nor the body.
     with tracer.provider.in_subsegment("## ZEGO KickoutRoomUser"):
+        departing()  # as near the wire as this layer gets: a call leaving late gives its lateness back
         try:
             return transport.send(url, timeout)
         finally:

@@ -13,9 +13,17 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from handler.budget import MARGIN, MIN_LEAD, QUEUE_HORIZON, STORE_RETRY_SECONDS, FleetBudget, Lane
+from handler.budget import (
+    MARGIN,
+    MIN_LEAD,
+    QUEUE_HORIZON,
+    STORE_RETRY_SECONDS,
+    FleetBudget,
+    Lane,
+    impossible_ahead,
+)
 from handler.pacing import Pacer
-from handler.slot_book import Booked, Busy, DynamoSlotBook, StoreUnavailable
+from handler.slot_book import Ask, Booked, Busy, DynamoSlotBook, StoreUnavailable
 from kickout_dev.moto_server import make_dynamodb_updates_atomic
 from kickout_dev.sandbox import REGION, create_state_table
 
@@ -36,9 +44,11 @@ class Clock:
 @dataclass
 class Events:
     seen: list[tuple[str, float]] = field(default_factory=list)
+    details: list[dict[str, str]] = field(default_factory=list)
 
-    def __call__(self, event: str, value: float) -> None:
+    def __call__(self, event: str, value: float, /, **detail: str) -> None:
         self.seen.append((event, value))
+        self.details.append(detail)
 
     def count(self, event: str) -> int:
         return sum(1 for name, _ in self.seen if name == event)
@@ -73,6 +83,18 @@ def gate(
         observe=events or Events(),
         clock=lambda: clock.now,
         sleep=clock.sleep,
+    )
+
+
+def ask(clock: Clock, *, reach: float, lead: float = 0.01) -> Ask:
+    """What a gate would ask of the slot book, on the simulated clock."""
+    return Ask(
+        clock=lambda: clock.now,
+        lead=lead,
+        reach=reach,
+        latest=float("inf"),
+        impossible=impossible_ahead(LIMIT),
+        restart=QUEUE_HORIZON + 10 * INTERVAL,
     )
 
 
@@ -114,7 +136,7 @@ def test_the_queue_books_no_further_ahead_than_its_horizon_and_the_api_goes_firs
     clock = Clock()
     book = slot_book(table)
     queue_booked = 0
-    while isinstance(book.book(1, INTERVAL, now=clock.now, latest=clock.now + QUEUE_HORIZON, lead=0.01), Booked):
+    while isinstance(book.book(1, INTERVAL, ask(clock, reach=QUEUE_HORIZON)), Booked):
         queue_booked += 1
     assert queue_booked == pytest.approx(QUEUE_HORIZON / INTERVAL, abs=2)
     # WHEN more queue work and an API call ask for slots at this same moment
@@ -133,12 +155,12 @@ def test_the_queue_books_no_further_ahead_than_its_horizon_and_the_api_goes_firs
 def test_a_busy_answer_names_the_next_free_slot_and_books_nothing(table: str) -> None:
     clock = Clock()
     book = slot_book(table)
-    first = book.book(5, INTERVAL, now=clock.now, latest=clock.now + 10, lead=0.01)
+    first = book.book(5, INTERVAL, ask(clock, reach=10))
     assert isinstance(first, Booked)
-    busy = book.book(1, INTERVAL, now=clock.now, latest=clock.now, lead=0.01)
+    busy = book.book(1, INTERVAL, ask(clock, reach=0))
     assert isinstance(busy, Busy)
     assert busy.next_free == pytest.approx(first.first + 5 * INTERVAL, abs=1e-5)
-    after = book.book(1, INTERVAL, now=clock.now, latest=clock.now + 10, lead=0.01)
+    after = book.book(1, INTERVAL, ask(clock, reach=10))
     assert isinstance(after, Booked)
     assert after.first == pytest.approx(busy.next_free, abs=1e-5)
 
@@ -173,14 +195,15 @@ def test_concurrent_environments_never_hold_the_same_slot(table: str) -> None:
     class Recording:
         inner: DynamoSlotBook
 
-        def book(
-            self, count: int, interval: float, *, now: float, latest: float, lead: float, idle: bool = False
-        ) -> Booked | Busy:
-            outcome = self.inner.book(count, interval, now=now, latest=latest, lead=lead, idle=idle)
+        def book(self, count: int, interval: float, ask: Ask) -> Booked | Busy:
+            outcome = self.inner.book(count, interval, ask)
             if isinstance(outcome, Booked):
                 with lock:
                     slots.extend(outcome.first + index * interval for index in range(count))
             return outcome
+
+        def push_back(self, seconds: float, ask: Ask) -> None:
+            self.inner.push_back(seconds, ask)
 
     budgets = [
         FleetBudget(book=Recording(slot_book(table)), limit=400, lane=Lane.API, fallback=Pacer(share=1))
@@ -211,9 +234,10 @@ def test_an_unreachable_store_falls_back_to_the_local_pace_says_so_and_comes_bac
 
     @dataclass(frozen=True)
     class Failing:
-        def book(
-            self, count: int, interval: float, *, now: float, latest: float, lead: float, idle: bool = False
-        ) -> Booked | Busy:
+        def book(self, count: int, interval: float, ask: Ask) -> Booked | Busy:
+            raise StoreUnavailable("DynamoDB could not be reached (EndpointConnectionError)")
+
+        def push_back(self, seconds: float, ask: Ask) -> None:
             raise StoreUnavailable("DynamoDB could not be reached (EndpointConnectionError)")
 
     budget = gate(working, Lane.QUEUE, clock, events, fallback_share=2)
