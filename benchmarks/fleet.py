@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -46,6 +46,7 @@ from typing import IO, TYPE_CHECKING, Any
 import boto3
 
 from benchmarks.cpu_share import LAMBDA_SHARE_256_MB, CpuShare, cpu_share
+from benchmarks.fleet_env import CLOCK_OFFSET
 from benchmarks.run import ROOT, BenchError, Report, Row, log, print_table
 from kickout_dev.events import api_event, sqs_record
 from kickout_dev.processes import MotoServer, terminate
@@ -493,15 +494,20 @@ def close_all(environments: Sequence[Environment]) -> None:
 
 @contextmanager
 def started(
-    names: Sequence[str], env: dict[str, str], logs: Path, confine: Callable[[int], None] | None = None
+    names: Sequence[str],
+    env: dict[str, str],
+    logs: Path,
+    confine: Callable[[int], None] | None = None,
+    more_env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[list[Environment]]:
     """The environments' processes, all started at once, ready to take an invocation; stopped on the way out.
 
-    `confine(pid)`: called for each process as it starts (benchmarks.cpu_share holds it to a share of a CPU)."""
+    `confine(pid)`: called for each process as it starts (benchmarks.cpu_share holds it to a share of a CPU).
+    `more_env`: variables for some environments only, by name (benchmarks.skew sets their clocks apart)."""
     environments: list[Environment] = []
     try:
         for name in names:
-            environments.append(Environment(name, env, logs))
+            environments.append(Environment(name, {**env, **(more_env or {}).get(name, {})}, logs))
             if confine is not None:
                 confine(environments[-1].process.pid)
         for environment in environments:
@@ -513,9 +519,16 @@ def started(
 
 
 def run_workload(
-    workload: Workload, backend: Backend, defaults: Defaults, logs: Path, share: CpuShare | None = None
+    workload: Workload,
+    backend: Backend,
+    defaults: Defaults,
+    logs: Path,
+    *,
+    share: CpuShare | None = None,
+    clock_offsets: Sequence[float] = (),
 ) -> Outcome:
-    """One workload; with `share`, each environment's process held to that share of a CPU."""
+    """One workload; with `share`, each environment's process held to that share of a CPU; `clock_offsets`: the
+    queue environments' clocks set that many seconds ahead of this machine's, in turn (benchmarks.fleet_env)."""
     log(
         f"fleet {workload.name}: {len(workload.bodies)} messages"
         + (f" + {workload.api_requests} API requests of {workload.api_users} users" if workload.api_requests else "")
@@ -536,7 +549,15 @@ def run_workload(
         if workload.api_requests:
             names.append(f"{workload.name}-api")
         environments = stack.enter_context(
-            started(names, env, logs, confine=share.confine if share is not None and share.held else None)
+            started(
+                names,
+                env,
+                logs,
+                confine=share.confine if share is not None and share.held else None,
+                more_env={
+                    name: {CLOCK_OFFSET: str(offset)} for name, offset in zip(names, clock_offsets, strict=False)
+                },
+            )
         )
         # Bounded whatever happens: at the deadline the children are stopped, and every read of them ends.
         watchdog = threading.Timer(workload.deadline + 30, partial(close_all, environments))
@@ -868,7 +889,7 @@ def measure_fleet(
         backend = Backend.create(moto.url)
         for _ in range(repeat):
             for name in only:
-                outcome = run_workload(WORKLOADS[name](), backend, defaults, Path(logs), held)
+                outcome = run_workload(WORKLOADS[name](), backend, defaults, Path(logs), share=held)
                 report.add(*rows_of(outcome))
                 if dump is not None:
                     with dump.open("a") as out:
