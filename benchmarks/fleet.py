@@ -3,8 +3,9 @@
     python -m benchmarks.fleet [--only raid,spread,mixed,two] [--repeat N]   (about 90 s for all four)
 
 One moto server (the secret, the dead-letter queue, the kickout queue that deferred messages go back to, the
-state table holding the budget) and one ZIM stand-in enforcing 20 calls in any sliding second, shared by every
-environment of a workload. Each environment is a process running the real handler (`benchmarks.fleet_env`) with
+state table holding the budget) and one ZIM stand-in enforcing 20 calls in any sliding second (in a process of its
+own, benchmarks.zim_process, so that this one's work does not delay its clock), shared by every environment of a
+workload. Each environment is a process running the real handler (`benchmarks.fleet_env`) with
 the template's defaults, fed over stdin/stdout. This process plays SQS and Lambda's poller:
 
 - the template's queue concurrency (QueueMaximumConcurrency) environments poll; an idle one gathers up to the
@@ -48,10 +49,10 @@ import boto3
 from benchmarks.cpu_share import LAMBDA_SHARE_256_MB, CpuShare, cpu_share
 from benchmarks.fleet_env import CLOCK_OFFSET
 from benchmarks.run import ROOT, BenchError, Report, Row, log, print_table
+from benchmarks.zim_process import ZimProcess
 from kickout_dev.events import api_event, sqs_record
 from kickout_dev.processes import MotoServer, terminate
-from kickout_dev.sandbox import APP_ID, REGION, SECRET_NAME, SERVER_SECRET, create_state_table, function_environment
-from kickout_dev.zim_server import ZimStandIn
+from kickout_dev.sandbox import REGION, SECRET_NAME, SERVER_SECRET, create_state_table, function_environment
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -376,7 +377,7 @@ class Backend:
         create_state_table(session().client("dynamodb", endpoint_url=moto_url))
         return cls(moto_url, secret_arn, dlq_url, queue_url)
 
-    def function_env(self, zim: ZimStandIn, defaults: Defaults) -> dict[str, str]:
+    def function_env(self, zim: ZimProcess, defaults: Defaults) -> dict[str, str]:
         env = function_environment(
             endpoint=zim.url,
             secret_arn=self.secret_arn,
@@ -541,9 +542,7 @@ def run_workload(
     sqs = SimulatedQueue(defaults.max_receive_count)
     stopping = threading.Event()
     with ExitStack() as stack:
-        zim = stack.enter_context(
-            ZimStandIn(APP_ID, SERVER_SECRET, latency=ZEGO_LATENCY, max_requests_per_second=int(defaults.zego_limit))
-        )
+        zim = stack.enter_context(ZimProcess(latency=ZEGO_LATENCY, max_requests_per_second=int(defaults.zego_limit)))
         env = backend.function_env(zim, defaults)
         names = [f"{workload.name}-queue-{n}" for n in range(defaults.queue_concurrency)]
         if workload.api_requests:
@@ -693,7 +692,7 @@ def drive_api(
     environment: Environment,
     workload: Workload,
     defaults: Defaults,
-    zim: ZimStandIn,
+    zim: ZimProcess,
     calls: list[ApiCall],
     stopping: threading.Event,
 ) -> None:
