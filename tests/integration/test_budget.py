@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import boto3
@@ -15,11 +15,16 @@ from moto import mock_aws
 
 from handler.budget import (
     MARGIN,
+    MAX_BOOKINGS,
+    MAX_LATE_BOOKINGS,
+    MAX_LATENESS,
+    MAX_LEAD,
     MIN_LEAD,
     QUEUE_HORIZON,
     STORE_RETRY_SECONDS,
     FleetBudget,
     Lane,
+    departing,
     impossible_ahead,
 )
 from handler.pacing import Pacer
@@ -310,3 +315,140 @@ def test_a_call_that_finds_the_fleet_quiet_costs_one_store_round_trip(table: str
     assert api.acquire(max_wait=1)
     # THEN one UpdateItem started a new run of slots (not a failed "book behind" first), with a lead of an interval
     assert updates == ["SET next_slot = :next, expiration = :expiration"]
+
+
+# --- a slow store, the bounds of a call, late departures: a scripted store on the simulated clock ----------------
+
+
+@dataclass
+class ScriptedStore:
+    """A slot book that answers after `latency(n)` seconds of the simulated clock (n: its n-th booking), as an
+    idle timeline would: a new run from the earliest moment asked for; or Busy when `busy` says so."""
+
+    clock: Clock
+    latency: Callable[[int], float] = lambda _: 0.0
+    busy: bool = False
+    asks: list[Ask] = field(default_factory=list)
+    pushed_back: list[float] = field(default_factory=list)
+
+    def book(self, count: int, interval: float, ask: Ask) -> Booked | Busy:
+        self.asks.append(ask)
+        earliest = self.clock.now + ask.lead
+        self.clock.now += self.latency(len(self.asks))
+        if self.busy:
+            return Busy(next_free=earliest + ask.reach + 1.0)
+        return Booked(first=earliest, started_run=True)
+
+    def push_back(self, seconds: float, ask: Ask) -> None:
+        self.pushed_back.append(seconds)
+
+
+def scripted_gate(store: ScriptedStore, events: Events, lane: Lane = Lane.API) -> FleetBudget:
+    clock = store.clock
+    return FleetBudget(
+        book=store,
+        limit=LIMIT,
+        lane=lane,
+        fallback=Pacer(share=1.0, clock=lambda: clock.now, sleep=clock.sleep),
+        observe=events,
+        clock=lambda: clock.now,
+        sleep=clock.sleep,
+    )
+
+
+def test_a_slow_store_is_booked_ahead_by_its_round_trip_so_its_slots_are_not_lost() -> None:
+    # GIVEN a store that takes 200 ms a booking (four slots' worth)
+    clock = Clock()
+    store = ScriptedStore(clock, latency=lambda _: 0.2)
+    events = Events()
+    budget = scripted_gate(store, events)
+    # WHEN ten calls go one after the other
+    for _ in range(10):
+        assert budget.acquire(max_wait=5)
+    # THEN after the first, every booking asked for slots at least a round trip ahead, and none was lost after it
+    assert all(ask.lead >= 0.2 for ask in store.asks[2:])
+    assert events.count("stale_slot") <= 1
+    assert len(store.asks) <= 11
+    # AND each slow booking was counted as such
+    assert events.count("store_slow") == len(store.asks)
+
+
+def test_a_call_waits_for_a_booking_no_longer_than_its_max_wait() -> None:
+    # GIVEN a store whose answer takes two seconds of real time
+    answered = threading.Event()
+
+    @dataclass(frozen=True)
+    class Stuck:
+        def book(self, count: int, interval: float, ask: Ask) -> Booked | Busy:
+            answered.wait(2.0)
+            return Booked(first=time.time())
+
+        def push_back(self, seconds: float, ask: Ask) -> None: ...
+
+    budget = FleetBudget(book=Stuck(), limit=LIMIT, lane=Lane.API, fallback=Pacer(share=1.0))
+    # WHEN a call may wait 0.2 s
+    started = time.monotonic()
+    granted = budget.acquire(max_wait=0.2)
+    # THEN it had no slot and returned long before the store answered
+    assert not granted
+    assert time.monotonic() - started < 1.5
+    answered.set()
+
+
+def test_a_call_books_a_bounded_number_of_times_however_busy_the_budget() -> None:
+    clock = Clock()
+    store = ScriptedStore(clock, busy=True)
+    budget = scripted_gate(store, Events(), Lane.QUEUE)
+    assert not budget.acquire(max_wait=600)
+    assert len(store.asks) == MAX_BOOKINGS
+
+
+def test_bookings_answered_after_their_slots_leave_the_environment_to_its_local_pace() -> None:
+    # GIVEN a store whose every answer comes later than the one before it led to expect (0.1, 0.5, 0.9 s)
+    clock = Clock()
+    store = ScriptedStore(clock, latency=lambda n: (0.1, 0.5, 0.9)[min(n, 3) - 1])
+    events = Events()
+    budget = scripted_gate(store, events)
+    # WHEN a call asks for a slot
+    assert budget.acquire(max_wait=60)
+    # THEN after three bookings answered too late, it went on at the local pace, and said why
+    assert len(store.asks) == MAX_LATE_BOOKINGS
+    assert events.count("store_too_slow") == 1
+    assert events.count("store_error") == 0
+
+
+def test_a_store_slower_than_max_lead_leaves_the_environment_to_its_local_pace_at_once() -> None:
+    clock = Clock()
+    store = ScriptedStore(clock, latency=lambda _: MAX_LEAD + 0.5)
+    events = Events()
+    budget = scripted_gate(store, events)
+    assert budget.acquire(max_wait=60)
+    assert budget.acquire(max_wait=60)
+    assert len(store.asks) == 1
+    assert events.count("store_too_slow") == 1
+
+
+def test_a_call_that_leaves_late_moves_the_fleets_next_free_slot_back_by_the_excess() -> None:
+    # GIVEN a call given its slot, which then stalls 80 ms before it leaves
+    clock = Clock()
+    store = ScriptedStore(clock)
+    budget = scripted_gate(store, Events())
+    budget.spawn = lambda work: work()
+    assert budget.acquire(max_wait=5)
+    clock.now += 0.08
+    # WHEN it leaves
+    departing()
+    departing()  # once per slot
+    # THEN the timeline moved back by what it was late beyond MAX_LATENESS
+    assert store.pushed_back == [pytest.approx(0.08 - MAX_LATENESS, abs=1e-6)]
+
+
+def test_a_call_that_leaves_on_time_moves_nothing() -> None:
+    clock = Clock()
+    store = ScriptedStore(clock)
+    budget = scripted_gate(store, Events())
+    budget.spawn = lambda work: work()
+    assert budget.acquire(max_wait=5)
+    clock.now += MAX_LATENESS / 2
+    departing()
+    assert store.pushed_back == []
