@@ -385,7 +385,7 @@ class FleetBudget:
             now = self.clock()
             match outcome:
                 case Booked(first=first, round_trips=round_trips, started_run=started_run, repaired=repaired):
-                    self._measured(elapsed / round_trips, events)
+                    self._measured(outcome.round_trip or elapsed / round_trips, events)
                     self._expect_idle = started_run
                     slots = [first + index * interval for index in range(booking.count)]
                     usable = [slot for slot in slots if slot >= now - MAX_LATENESS]
@@ -405,7 +405,7 @@ class FleetBudget:
                         events.append(("repaired", 1, {"found": repaired}))
                     events.append(("store_calls", round_trips, {}))
                 case Busy(next_free=next_free, round_trips=round_trips):
-                    self._measured(elapsed / round_trips, events)
+                    self._measured(outcome.round_trip or elapsed / round_trips, events)
                     self._expect_idle = False
                     booking.failed, booking.next_free = "busy", next_free
                     # The queue's horizon is full (or the API's deadline too near): come back once it has moved on.

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 STATE_TTL_SECONDS: Final = 86_400
 """The budget's item expires a day after its last booking (DynamoDB TTL): an AppId no longer used leaves nothing."""
 ROUND_TRIPS: Final = 4
-"""The most UpdateItem calls one booking makes (the item changed under it, or it found the timeline to repair)."""
+"""The most tries of one booking, each one UpdateItem (and one more to repair the timeline): the item changed under
+it, or it found the timeline idle when it expected it busy, or the other way round."""
 
 
 class StoreUnavailable(Exception):
@@ -63,6 +64,8 @@ class Booked:
     """The budget was idle: these slots start a new run."""
     repaired: str | None = None
     """What was wrong with the timeline this booking overwrote (None: nothing)."""
+    round_trip: float = 0.0
+    """Seconds its last request took, on the wire (0: not measured)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,7 @@ class Busy:
     next_free: float
     """The first slot nobody holds, later than the caller would book."""
     round_trips: int = 1
+    round_trip: float = 0.0
 
 
 class SlotBook(Protocol):
@@ -135,10 +139,12 @@ class DynamoSlotBook:
                     "SET next_slot = :next, expiration = :expiration",
                     "attribute_not_exists(next_slot) OR (attribute_type(next_slot, :number) AND next_slot < :earliest)",
                     {":next": _number(earliest + span), ":earliest": _number(earliest), ":number": {"S": "N"}},
-                    now,
+                    ask.clock,
                 )
                 if answer.held:
-                    return Booked(first=earliest, round_trips=round_trips, started_run=True)
+                    return Booked(
+                        first=earliest, round_trips=round_trips, started_run=True, round_trip=answer.round_trip
+                    )
             else:
                 # The usual case while the budget is busy: take the next `count` slots behind everyone else's.
                 answer = self._update(
@@ -150,10 +156,12 @@ class DynamoSlotBook:
                         ":latest": _number(latest),
                         ":number": {"S": "N"},
                     },
-                    now,
+                    ask.clock,
                 )
                 if answer.held:
-                    return Booked(first=_read_held(answer.seen) - span, round_trips=round_trips)
+                    return Booked(
+                        first=_read_held(answer.seen) - span, round_trips=round_trips, round_trip=answer.round_trip
+                    )
             if answer.seen is None:
                 idle = True  # no next_slot at all: a new run
                 continue
@@ -167,14 +175,20 @@ class DynamoSlotBook:
                     "SET next_slot = :next, expiration = :expiration",
                     "next_slot = :seen",
                     {":next": _number(start + span), ":seen": answer.seen},
-                    now,
+                    ask.clock,
                 )
                 if repaired.held:
-                    return Booked(first=start, round_trips=round_trips, started_run=True, repaired=str(wrong))
+                    return Booked(
+                        first=start,
+                        round_trips=round_trips + 1,
+                        started_run=True,
+                        repaired=str(wrong),
+                        round_trip=repaired.round_trip,
+                    )
                 idle = False  # someone changed it first: read what they left on the next round trip
                 continue
             if next_free > latest:
-                return Busy(next_free=next_free, round_trips=round_trips)
+                return Busy(next_free=next_free, round_trips=round_trips, round_trip=answer.round_trip)
             # The condition failed on a value that says the other case holds (another environment just started a
             # run, or the run just lapsed): try that one.
             idle = next_free < earliest
@@ -194,12 +208,15 @@ class DynamoSlotBook:
                 ":latest": _number(min(ask.latest, earliest + ask.reach)),
                 ":number": {"S": "N"},
             },
-            now,
+            ask.clock,
         )
 
-    def _update(self, expression: str, condition: str, values: dict[str, Any], now: float) -> _Answer:
+    def _update(self, expression: str, condition: str, values: dict[str, Any], clock: Callable[[], float]) -> _Answer:
+        sent = now = clock()
         try:
-            answer = self.client().update_item(
+            client = self.client()
+            sent = clock()  # a client made on first use is no part of the round trip
+            answer = client.update_item(
                 TableName=self.table,
                 Key={"id": {"S": self.key}},
                 UpdateExpression=expression,
@@ -213,14 +230,14 @@ class DynamoSlotBook:
             if code != "ConditionalCheckFailedException":
                 raise StoreUnavailable(f"DynamoDB answered {code}") from None
             old: dict[str, Any] = dict(error.response.get("Item") or {})  # type: ignore[call-overload]
-            return _Answer(held=False, seen=old.get("next_slot"))
+            return _Answer(held=False, seen=old.get("next_slot"), round_trip=clock() - sent)
         except BotoCoreError as error:
             raise StoreUnavailable(f"DynamoDB could not be reached ({type(error).__name__})") from None
         except Exception as error:
             # Whatever else goes wrong in asking (a stand-in's bug, a parser's), the budget falls back: a kickout
             # never fails because the budget's store did.
             raise StoreUnavailable(f"asking DynamoDB failed ({type(error).__name__})") from None
-        return _Answer(held=True, seen=dict(answer.get("Attributes") or {}).get("next_slot"))
+        return _Answer(held=True, seen=dict(answer.get("Attributes") or {}).get("next_slot"), round_trip=clock() - sent)
 
 
 def _number(seconds: float) -> dict[str, str]:
@@ -241,3 +258,5 @@ class _Answer:
     """The condition held and the update was made."""
     seen: Any
     """`next_slot` after the update; or the value that failed the condition (None: the item has none)."""
+    round_trip: float = 0.0
+    """Seconds the request took."""
