@@ -53,7 +53,7 @@ back by the excess. Half the margin's 40 ms: the other half is for the way to ZE
 STORE_RETRY_SECONDS: Final = 5.0
 """After the store failed or could not keep up, this environment paces itself alone this long before asking again."""
 MIN_LEAD: Final = 0.01
-"""A slot is booked at least this much beyond the store's expected round trip: the time to wake the caller."""
+"""The least lead of a slot booked, at most one interval: a new run's first call kept off the old run's last."""
 MAX_LEAD: Final = 1.0
 """A store expected to take longer than this a round trip (only its client's retries answer that late) cannot be
 booked by: this environment paces alone."""
@@ -339,7 +339,8 @@ class FleetBudget:
         interval = self.interval
         return Ask(
             clock=self.clock,
-            lead=min(MAX_LEAD, MIN_LEAD + self._round_trip.expected),
+            # A slot still ahead, or at most half MAX_LATENESS behind, when the answer comes as late as expected.
+            lead=min(MAX_LEAD, max(min(interval, MIN_LEAD), self._round_trip.expected - MAX_LATENESS / 2)),
             reach=reach,
             latest=latest,
             impossible=impossible_ahead(self.limit, self.margin),

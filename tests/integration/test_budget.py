@@ -365,8 +365,9 @@ def test_a_slow_store_is_booked_ahead_by_its_round_trip_so_its_slots_are_not_los
     # WHEN ten calls go one after the other
     for _ in range(10):
         assert budget.acquire(max_wait=5)
-    # THEN after the first, every booking asked for slots at least a round trip ahead, and none was lost after it
-    assert all(ask.lead >= 0.2 for ask in store.asks[2:])
+    # THEN after the first, every booking asked for slots a round trip ahead (less the lateness a slot may have when
+    # its answer comes), and none was lost after it
+    assert all(ask.lead >= 0.2 - MAX_LATENESS / 2 for ask in store.asks[1:])
     assert events.count("stale_slot") <= 1
     assert len(store.asks) <= 11
     # AND each slow booking was counted as such
