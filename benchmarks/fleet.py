@@ -3,8 +3,9 @@
     python -m benchmarks.fleet [--only raid,spread,mixed,two] [--repeat N]   (about 90 s for all four)
 
 One moto server (the secret, the dead-letter queue, the kickout queue that deferred messages go back to, the
-state table holding the budget) and one ZIM stand-in enforcing 20 calls in any sliding second, shared by every
-environment of a workload. Each environment is a process running the real handler (`benchmarks.fleet_env`) with
+state table holding the budget) and one ZIM stand-in enforcing 20 calls in any sliding second (in a process of its
+own, benchmarks.zim_process, so that this one's work does not delay its clock), shared by every environment of a
+workload. Each environment is a process running the real handler (`benchmarks.fleet_env`) with
 the template's defaults, fed over stdin/stdout. This process plays SQS and Lambda's poller:
 
 - the template's queue concurrency (QueueMaximumConcurrency) environments poll the moto server's queue (made like
@@ -37,7 +38,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -46,12 +47,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 import boto3
 
+from benchmarks.cpu_share import LAMBDA_SHARE_256_MB, CpuShare, cpu_share
+from benchmarks.fleet_env import CLOCK_OFFSET
 from benchmarks.run import ROOT, BenchError, Report, Row, log, print_table
+from benchmarks.zim_process import ZimProcess
 from kickout_dev.event_source import Batching, Poller
 from kickout_dev.events import api_event
 from kickout_dev.processes import MotoServer, terminate
 from kickout_dev.sandbox import (
-    APP_ID,
     REGION,
     SECRET_NAME,
     SERVER_SECRET,
@@ -59,7 +62,6 @@ from kickout_dev.sandbox import (
     function_environment,
     make_like_template_queue,
 )
-from kickout_dev.zim_server import ZimStandIn
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -326,7 +328,7 @@ class Backend:
         create_state_table(session().client("dynamodb", endpoint_url=moto_url))
         return cls(moto_url, secret_arn, dlq_url, queue_url)
 
-    def function_env(self, zim: ZimStandIn, defaults: Defaults) -> dict[str, str]:
+    def function_env(self, zim: ZimProcess, defaults: Defaults) -> dict[str, str]:
         env = function_environment(
             endpoint=zim.url,
             secret_arn=self.secret_arn,
@@ -415,6 +417,8 @@ class Outcome:
     invocations: list[Invocation]
     api_calls: list[ApiCall]
     failures: dict[str, float]
+    label: str = ""
+    """How the environments ran when not at full speed (" at 0.145 CPU"), for the rows' names."""
 
     @property
     def call_rate(self) -> float:
@@ -439,12 +443,23 @@ def close_all(environments: Sequence[Environment]) -> None:
 
 
 @contextmanager
-def started(names: Sequence[str], env: dict[str, str], logs: Path) -> Iterator[list[Environment]]:
-    """The environments' processes, all started at once, ready to take an invocation; stopped on the way out."""
+def started(
+    names: Sequence[str],
+    env: dict[str, str],
+    logs: Path,
+    confine: Callable[[int], None] | None = None,
+    more_env: Mapping[str, Mapping[str, str]] | None = None,
+) -> Iterator[list[Environment]]:
+    """The environments' processes, all started at once, ready to take an invocation; stopped on the way out.
+
+    `confine(pid)`: called for each process as it starts (benchmarks.cpu_share holds it to a share of a CPU).
+    `more_env`: variables for some environments only, by name (benchmarks.skew sets their clocks apart)."""
     environments: list[Environment] = []
     try:
         for name in names:
-            environments.append(Environment(name, env, logs))
+            environments.append(Environment(name, {**env, **(more_env or {}).get(name, {})}, logs))
+            if confine is not None:
+                confine(environments[-1].process.pid)
         for environment in environments:
             environment.wait_ready()
         yield environments
@@ -453,7 +468,17 @@ def started(names: Sequence[str], env: dict[str, str], logs: Path) -> Iterator[l
             environment.close()
 
 
-def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs: Path) -> Outcome:
+def run_workload(
+    workload: Workload,
+    backend: Backend,
+    defaults: Defaults,
+    logs: Path,
+    *,
+    share: CpuShare | None = None,
+    clock_offsets: Sequence[float] = (),
+) -> Outcome:
+    """One workload; with `share`, each environment's process held to that share of a CPU; `clock_offsets`: the
+    queue environments' clocks set that many seconds ahead of this machine's, in turn (benchmarks.fleet_env)."""
     log(
         f"fleet {workload.name}: {len(workload.bodies)} messages"
         + (f" + {workload.api_requests} API requests of {workload.api_users} users" if workload.api_requests else "")
@@ -466,14 +491,22 @@ def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs:
     tally = Tally()
     stopping = threading.Event()
     with ExitStack() as stack:
-        zim = stack.enter_context(
-            ZimStandIn(APP_ID, SERVER_SECRET, latency=ZEGO_LATENCY, max_requests_per_second=int(defaults.zego_limit))
-        )
+        zim = stack.enter_context(ZimProcess(latency=ZEGO_LATENCY, max_requests_per_second=int(defaults.zego_limit)))
         env = backend.function_env(zim, defaults)
         names = [f"{workload.name}-queue-{n}" for n in range(defaults.queue_concurrency)]
         if workload.api_requests:
             names.append(f"{workload.name}-api")
-        environments = stack.enter_context(started(names, env, logs))
+        environments = stack.enter_context(
+            started(
+                names,
+                env,
+                logs,
+                confine=share.confine if share is not None and share.held else None,
+                more_env={
+                    name: {CLOCK_OFFSET: str(offset)} for name, offset in zip(names, clock_offsets, strict=False)
+                },
+            )
+        )
         # Bounded whatever happens: at the deadline the children are stopped, and every read of them ends.
         watchdog = threading.Timer(workload.deadline + 30, partial(close_all, environments))
         watchdog.daemon = True
@@ -562,6 +595,7 @@ def run_workload(workload: Workload, backend: Backend, defaults: Defaults, logs:
         invocations=invocations,
         api_calls=api_calls,
         failures=failures,
+        label=f" at {share.fraction:.3f} CPU" if share is not None and share.held else "",
     )
 
 
@@ -592,7 +626,7 @@ def drive_api(
     environment: Environment,
     workload: Workload,
     defaults: Defaults,
-    zim: ZimStandIn,
+    zim: ZimProcess,
     calls: list[ApiCall],
     stopping: threading.Event,
 ) -> None:
@@ -632,7 +666,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 def rows_of(outcome: Outcome) -> list[Row]:
     w, d = outcome.workload, outcome.defaults
-    name = f"4. fleet {w.name}"
+    name = f"4. fleet {w.name}{outcome.label}"
     lost_ok = outcome.lost == 0 and outcome.kicked_expected == outcome.expected_users
     counts = (
         f"{outcome.lost} lost, {outcome.handed_back} handed back, {outcome.deferred} deferred, {outcome.parked} parked"
@@ -727,7 +761,8 @@ def notes_of(outcome: Outcome) -> list[str]:
     durations = [i.ended - i.began for i in queue_invocations]
     sizes = [i.size for i in queue_invocations]
     text = (
-        f"fleet {w.name}: {'done' if outcome.finished else 'NOT DONE at the deadline'} in {outcome.elapsed:.1f} s; "
+        f"fleet {w.name}{outcome.label}: {'done' if outcome.finished else 'NOT DONE at the deadline'} "
+        f"in {outcome.elapsed:.1f} s; "
         f"{outcome.calls} ZEGO calls ({outcome.refused_other} refused other than for rate); "
         f"{len(queue_invocations)} queue invocations of {statistics.mean(sizes) if sizes else 0:.1f} messages, "
         f"{statistics.median(durations) if durations else 0:.2f} s median (max {max(durations, default=0):.2f}); "
@@ -761,10 +796,13 @@ def measure_fleet(
     batch_size: int | None = None,
     batching_window: float | None = None,
     dump: Path | None = None,
+    share: float | None = None,
 ) -> None:
     """Every workload (or `only` some), each `repeat` times: rows and notes into `report`.
 
     `batch_size` and `batching_window` replace the template's defaults, to measure a setting before it is one.
+    `share`: each environment's process held to that share of one CPU (benchmarks.cpu_share), as Lambda holds a
+    function to its memory's share; where no cgroup can be had the run goes on at full speed with a note saying so.
     """
     defaults = template_defaults()
     if batch_size is not None:
@@ -775,11 +813,16 @@ def measure_fleet(
         report.note(
             f"fleet: NOT the template's defaults: batch {defaults.batch_size}, window {defaults.batching_window}"
         )
-    with tempfile.TemporaryDirectory(prefix="kickout-fleet-") as logs, MotoServer(Path(logs)) as moto:
+    with ExitStack() as stack:
+        logs = stack.enter_context(tempfile.TemporaryDirectory(prefix="kickout-fleet-"))
+        moto = stack.enter_context(MotoServer(Path(logs)))
+        held = stack.enter_context(cpu_share(share)) if share is not None else None
+        if held is not None:
+            report.note(f"fleet: each environment's process at {held.describe()}")
         backend = Backend.create(moto.url)
         for _ in range(repeat):
             for name in only:
-                outcome = run_workload(WORKLOADS[name](), backend, defaults, Path(logs))
+                outcome = run_workload(WORKLOADS[name](), backend, defaults, Path(logs), share=held)
                 report.add(*rows_of(outcome))
                 if dump is not None:
                     with dump.open("a") as out:
@@ -798,6 +841,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dump", type=Path, help="write every invocation (times, sizes, metrics) here as JSON lines")
     parser.add_argument("--batch-size", type=int, help="instead of the template's batch size (what if)")
     parser.add_argument("--batching-window", type=float, help="instead of the template's window, seconds (what if)")
+    parser.add_argument(
+        "--cpu-share",
+        type=float,
+        nargs="?",
+        const=LAMBDA_SHARE_256_MB,
+        help=f"hold each environment to this share of a CPU (alone: {LAMBDA_SHARE_256_MB:.3f}, a 256 MB function's)",
+    )
     args = parser.parse_args(argv)
     only = [name for name in args.only.split(",") if name]
     unknown = set(only) - set(WORKLOADS)
@@ -806,7 +856,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = Report()
     began = time.monotonic()
     measure_fleet(
-        report, only, args.repeat, batch_size=args.batch_size, batching_window=args.batching_window, dump=args.dump
+        report,
+        only,
+        args.repeat,
+        batch_size=args.batch_size,
+        batching_window=args.batching_window,
+        dump=args.dump,
+        share=args.cpu_share,
     )
     print_table(report)
     print(f"\n({time.monotonic() - began:.0f} s; python -m benchmarks.fleet)")

@@ -9,6 +9,10 @@ handler, says `ready`, then takes one invocation per stdin line, one at a time a
 and answers each with one line `BENCH_REPLY {"response": ..., "began": t, "ended": t, "metrics": {...}}`: the
 handler's return value, its wall-clock times (Unix seconds) and the values of every EMF metric the invocation
 printed, by name. What the handler prints (logs, EMF) is kept off the real stdout. An empty line or EOF ends it.
+
+With KICKOUT_BENCH_CLOCK_OFFSET (seconds), the environment's wall clock (time.time, which the budget's slots and
+ZEGO's signatures read) runs that far ahead of the machine's: a clock skewed against the others (benchmarks.skew).
+The times it reports stay the machine's.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 import time
 from collections import defaultdict
 from typing import Any
 
 from kickout_dev.sandbox import LambdaContext
+
+CLOCK_OFFSET = "KICKOUT_BENCH_CLOCK_OFFSET"
 
 
 def emf_metrics(printed: str) -> dict[str, list[float]]:
@@ -41,7 +48,16 @@ def emf_metrics(printed: str) -> dict[str, list[float]]:
     return dict(values)
 
 
+def skew_clock(offset: float) -> None:
+    """time.time, `offset` seconds ahead from now on: before the handler is imported, which binds it."""
+    machine = time.time
+    time.time = lambda: machine() + offset
+
+
 def main() -> None:
+    machine_time = time.time
+    if offset := float(os.environ.get(CLOCK_OFFSET, "0")):
+        skew_clock(offset)
     from handler.app import lambda_handler
     from handler.aws.observability import logger
 
@@ -54,10 +70,10 @@ def main() -> None:
             break
         request: dict[str, Any] = json.loads(line)
         context = LambdaContext(timeout_seconds=float(request["timeout"]))
-        began = time.time()
+        began = machine_time()
         with contextlib.redirect_stdout(printed):
             response = lambda_handler(request["event"], context)
-        ended = time.time()
+        ended = machine_time()
         reply = {"response": response, "began": began, "ended": ended, "metrics": emf_metrics(printed.getvalue())}
         printed.seek(0)
         printed.truncate()

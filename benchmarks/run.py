@@ -7,13 +7,17 @@
 2. one SQS batch of 10 kickouts to 10 rooms, ZEGO answering in 100 ms / 10 x 100 ms (concurrency)
 3. ZEGO calls for 10 messages kicking 10 users from one room (coalescing)
 4. the fleet under one budget (benchmarks.fleet, `python -m benchmarks.fleet` alone): raid, spread, mixed, and two
-   environments draining 180 kickouts, against one stand-in enforcing ZEGO's 20 calls/s in any second
+   environments draining 180 kickouts, against one stand-in enforcing ZEGO's 20 calls/s in any second; then the
+   same with each environment held to a 256 MB function's CPU share (benchmarks.cpu_share, `--cpu-share`)
 5. cold start from the built artifact (fresh python3.13, first kickout) / the least code doing the same; the
    same without .pyc files, with Powertools in a layer directory, and with boto3 taken from the runtime's own
    directory instead of the zip; zip sizes; import times
 6. peak RSS of the function's process after 2000 warm invocations
 7. ZEGO down 90 minutes on a simulated clock (benchmarks/outage.py): messages moved to the DLQ, ZEGO calls during
    the outage / the same replay without the circuit, time to drain after recovery
+8. a slow store (benchmarks.slow_store): an API request and a queue batch with every DynamoDB call 10-500 ms late:
+   invocation times, the share of users kicked, refusals
+9. clocks apart (benchmarks.skew): two queue environments whose clocks differ by 0-100 ms, refusals for rate
 
 What it starts (a moto server, the stand-in, child interpreters) it stops by handle; it leaves nothing behind
 but the table it prints. Not a test: nothing here asserts a time.
@@ -820,11 +824,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             measure_imports(backend, layouts, report)
             measure_warm(backend, layouts["bundled"], report, floor_rss_kb)
         measure_batch(report)
-        from benchmarks.fleet import measure_fleet  # it imports this module's table: not at the top
+        # These import this module's table: not at the top.
+        from benchmarks.cpu_share import LAMBDA_SHARE_256_MB
+        from benchmarks.fleet import measure_fleet
+        from benchmarks.skew import measure_skew
+        from benchmarks.slow_store import measure_slow_store
 
         measure_fleet(report)
+        measure_fleet(report, share=LAMBDA_SHARE_256_MB)
 
         measure_outage(report)
+        measure_slow_store(report)
+        measure_skew(report)
     finally:
         _thaw(work)
         shutil.rmtree(work, ignore_errors=True)

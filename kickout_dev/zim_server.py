@@ -116,6 +116,7 @@ class ZimStandIn(LoopbackServer):
     """Room -> members. None: every room exists and every user is in it."""
     max_requests_per_second: int | None = None
     latency: float = 0.0
+    """Seconds each answer waits before it is sent; the request is counted (its rate, its record) as it arrives."""
     clock: Callable[[], float] = time.time
 
     kickouts: list[Kickout] = field(default_factory=list)
@@ -192,8 +193,6 @@ class ZimStandIn(LoopbackServer):
                 self._in_flight -= 1
 
     def _serve_one(self, request: BaseHTTPRequestHandler) -> None:
-        if self.latency:
-            time.sleep(self.latency)
         query = urlsplit(request.path).query
         try:
             params = parse_query(query)
@@ -205,9 +204,17 @@ class ZimStandIn(LoopbackServer):
             fault = self.outage or (self.faults.popleft() if self.faults else None)
         if fault is None and self.fault_for is not None:
             fault = self.fault_for(params)
-        if fault is not None and self._misbehave(request, fault, params):
-            return
-        self._answer(request, self._kickout(params))
+        if fault is not None:
+            if self.latency:
+                time.sleep(self.latency)
+            if self._misbehave(request, fault, params):
+                return
+        # Counted as it arrives, as ZEGO's gateway counts it; `latency` delays the answer. (Sleeping first made the
+        # rate window see each request when its sleep happened to end, late by whatever else this machine was doing.)
+        document = self._kickout(params)
+        if self.latency and fault is None:
+            time.sleep(self.latency)
+        self._answer(request, document)
 
     def _misbehave(self, request: BaseHTTPRequestHandler, fault: Fault, params: dict[str, list[str]]) -> bool:
         """Apply a fault; False when the request should then be handled normally (a slow but good answer)."""

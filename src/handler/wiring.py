@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, TypeVar
 from aws_lambda_powertools.metrics import MetricUnit
 
 from handler.aws import clients
-from handler.aws.observability import MetricName, emit, logger
+from handler.aws.observability import MetricName, emit, in_current_trace, logger
 from handler.aws.secret import ServerSecret
 from handler.aws.settings import Settings, settings_from
 from handler.core.deadline import Deadline
-from handler.core.ports import AlwaysCall, Health, RateGate, Send
+from handler.core.ports import AlwaysCall, Health, HttpReply, RateGate, Send
 from handler.entry.kickouts import Kickouts
 from handler.fleet import circuit
-from handler.fleet.budget import MARGIN, FleetBudget, Lane
+from handler.fleet.budget import MARGIN, FleetBudget, Lane, departing
 from handler.fleet.pacing import Pacer
 from handler.fleet.slot_book import DynamoSlotBook
 from handler.zego import transport
@@ -110,6 +110,7 @@ class Function:
                 lane=lane,
                 fallback=self._once("_local_pace", lambda: Pacer(share=fallback_rate_per_second(config))),
                 observe=self._observe_budget,
+                spawn=_spawn_traced,
             )
 
         return self._once(f"_budget_{lane}", make)
@@ -132,7 +133,7 @@ class Function:
 
     @property
     def _traced_send(self) -> Send:
-        return self._once("_send", lambda: transport.traced(self.parts.send))
+        return self._once("_send", lambda: transport.traced(_leaving_for_zego(self.parts.send)))
 
     @property
     def kickouts(self) -> Kickouts:
@@ -141,7 +142,7 @@ class Function:
             "_kickouts", lambda: Kickouts(zim_client=self.zim_client, settings=self.settings, sqs=self.sqs)
         )
 
-    def _observe_budget(self, event: str, value: float) -> None:
+    def _observe_budget(self, event: str, value: float, /, **detail: str) -> None:
         match event:
             case "slot_wait":
                 emit(MetricName.BUDGET_WAIT, value * 1000, MetricUnit.Milliseconds)
@@ -149,12 +150,35 @@ class Function:
                 emit(MetricName.BUDGET_STORE_CALLS, value)
             case "stale_slot":
                 emit(MetricName.BUDGET_SLOTS_DROPPED, value)
-            case "store_error":
+            case "store_slow":
+                emit(MetricName.BUDGET_STORE_SLOW, value)
+            case "store_error" | "store_too_slow":
                 emit(MetricName.BUDGET_STORE_ERRORS, value)
                 logger.warning(
-                    "rate budget store unavailable: pacing this environment alone",
-                    extra={"fallback_rate_per_second": fallback_rate_per_second(self.settings())},
+                    "rate budget store unavailable: pacing this environment alone"
+                    if event == "store_error"
+                    else "rate budget store too slow: pacing this environment alone",
+                    extra={"fallback_rate_per_second": fallback_rate_per_second(self.settings()), **detail},
                 )
+            case "repaired":
+                emit(MetricName.BUDGET_REPAIRS, value)
+                logger.warning("rate budget timeline repaired: its next slot was impossible", extra=detail)
+
+
+def _spawn_traced(work: Callable[[], None]) -> None:
+    """A booking on a thread of its own, under the invocation's trace (its DynamoDB call is a subsegment)."""
+    threading.Thread(target=in_current_trace(work), name="budget-booking", daemon=True).start()
+
+
+def _leaving_for_zego(send: Send) -> Send:
+    """`send`, first telling the budget the call leaves now: as near the wire as this layer gets, so a call that
+    leaves late (a starved CPU, a slow circuit read) gives its lateness back to the fleet."""
+
+    def send_now(url: str, timeout: float) -> HttpReply:
+        departing()
+        return send(url, timeout)
+
+    return send_now
 
 
 def fallback_rate_per_second(config: Settings) -> float:

@@ -5,16 +5,30 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from handler.fleet.budget import MARGIN, MIN_LEAD, QUEUE_HORIZON, STORE_RETRY_SECONDS, FleetBudget, Lane
+from handler.fleet.budget import (
+    MARGIN,
+    MAX_BOOKINGS,
+    MAX_LATE_BOOKINGS,
+    MAX_LATENESS,
+    MAX_LEAD,
+    MIN_LEAD,
+    QUEUE_HORIZON,
+    STORE_RETRY_SECONDS,
+    FleetBudget,
+    Lane,
+    departing,
+    impossible_ahead,
+)
 from handler.fleet.pacing import Pacer
-from handler.fleet.slot_book import Booked, Busy, DynamoSlotBook, StoreUnavailable
+from handler.fleet.slot_book import Ask, Booked, Busy, DynamoSlotBook, StoreUnavailable
 from kickout_dev.moto_server import make_dynamodb_updates_atomic
 from kickout_dev.sandbox import REGION, create_state_table
 
@@ -35,9 +49,11 @@ class Clock:
 @dataclass
 class Events:
     seen: list[tuple[str, float]] = field(default_factory=list)
+    details: list[dict[str, str]] = field(default_factory=list)
 
-    def __call__(self, event: str, value: float) -> None:
+    def __call__(self, event: str, value: float, /, **detail: str) -> None:
         self.seen.append((event, value))
+        self.details.append(detail)
 
     def count(self, event: str) -> int:
         return sum(1 for name, _ in self.seen if name == event)
@@ -72,6 +88,18 @@ def gate(
         observe=events or Events(),
         clock=lambda: clock.now,
         sleep=clock.sleep,
+    )
+
+
+def ask(clock: Clock, *, reach: float, lead: float = 0.01) -> Ask:
+    """What a gate would ask of the slot book, on the simulated clock."""
+    return Ask(
+        clock=lambda: clock.now,
+        lead=lead,
+        reach=reach,
+        latest=float("inf"),
+        impossible=impossible_ahead(LIMIT),
+        restart=QUEUE_HORIZON + 10 * INTERVAL,
     )
 
 
@@ -113,7 +141,7 @@ def test_the_queue_books_no_further_ahead_than_its_horizon_and_the_api_goes_firs
     clock = Clock()
     book = slot_book(table)
     queue_booked = 0
-    while isinstance(book.book(1, INTERVAL, now=clock.now, latest=clock.now + QUEUE_HORIZON, lead=0.01), Booked):
+    while isinstance(book.book(1, INTERVAL, ask(clock, reach=QUEUE_HORIZON)), Booked):
         queue_booked += 1
     assert queue_booked == pytest.approx(QUEUE_HORIZON / INTERVAL, abs=2)
     # WHEN more queue work and an API call ask for slots at this same moment
@@ -132,12 +160,12 @@ def test_the_queue_books_no_further_ahead_than_its_horizon_and_the_api_goes_firs
 def test_a_busy_answer_names_the_next_free_slot_and_books_nothing(table: str) -> None:
     clock = Clock()
     book = slot_book(table)
-    first = book.book(5, INTERVAL, now=clock.now, latest=clock.now + 10, lead=0.01)
+    first = book.book(5, INTERVAL, ask(clock, reach=10))
     assert isinstance(first, Booked)
-    busy = book.book(1, INTERVAL, now=clock.now, latest=clock.now, lead=0.01)
+    busy = book.book(1, INTERVAL, ask(clock, reach=0))
     assert isinstance(busy, Busy)
     assert busy.next_free == pytest.approx(first.first + 5 * INTERVAL, abs=1e-5)
-    after = book.book(1, INTERVAL, now=clock.now, latest=clock.now + 10, lead=0.01)
+    after = book.book(1, INTERVAL, ask(clock, reach=10))
     assert isinstance(after, Booked)
     assert after.first == pytest.approx(busy.next_free, abs=1e-5)
 
@@ -172,14 +200,15 @@ def test_concurrent_environments_never_hold_the_same_slot(table: str) -> None:
     class Recording:
         inner: DynamoSlotBook
 
-        def book(
-            self, count: int, interval: float, *, now: float, latest: float, lead: float, idle: bool = False
-        ) -> Booked | Busy:
-            outcome = self.inner.book(count, interval, now=now, latest=latest, lead=lead, idle=idle)
+        def book(self, count: int, interval: float, ask: Ask) -> Booked | Busy:
+            outcome = self.inner.book(count, interval, ask)
             if isinstance(outcome, Booked):
                 with lock:
                     slots.extend(outcome.first + index * interval for index in range(count))
             return outcome
+
+        def push_back(self, seconds: float, ask: Ask) -> None:
+            self.inner.push_back(seconds, ask)
 
     budgets = [
         FleetBudget(book=Recording(slot_book(table)), limit=400, lane=Lane.API, fallback=Pacer(share=1))
@@ -210,9 +239,10 @@ def test_an_unreachable_store_falls_back_to_the_local_pace_says_so_and_comes_bac
 
     @dataclass(frozen=True)
     class Failing:
-        def book(
-            self, count: int, interval: float, *, now: float, latest: float, lead: float, idle: bool = False
-        ) -> Booked | Busy:
+        def book(self, count: int, interval: float, ask: Ask) -> Booked | Busy:
+            raise StoreUnavailable("DynamoDB could not be reached (EndpointConnectionError)")
+
+        def push_back(self, seconds: float, ask: Ask) -> None:
             raise StoreUnavailable("DynamoDB could not be reached (EndpointConnectionError)")
 
     budget = gate(working, Lane.QUEUE, clock, events, fallback_share=2)
@@ -285,3 +315,141 @@ def test_a_call_that_finds_the_fleet_quiet_costs_one_store_round_trip(table: str
     assert api.acquire(max_wait=1)
     # THEN one UpdateItem started a new run of slots (not a failed "book behind" first), with a lead of an interval
     assert updates == ["SET next_slot = :next, expiration = :expiration"]
+
+
+# --- a slow store, the bounds of a call, late departures: a scripted store on the simulated clock ----------------
+
+
+@dataclass
+class ScriptedStore:
+    """A slot book that answers after `latency(n)` seconds of the simulated clock (n: its n-th booking), as an
+    idle timeline would: a new run from the earliest moment asked for; or Busy when `busy` says so."""
+
+    clock: Clock
+    latency: Callable[[int], float] = lambda _: 0.0
+    busy: bool = False
+    asks: list[Ask] = field(default_factory=list)
+    pushed_back: list[float] = field(default_factory=list)
+
+    def book(self, count: int, interval: float, ask: Ask) -> Booked | Busy:
+        self.asks.append(ask)
+        earliest = self.clock.now + ask.lead
+        self.clock.now += self.latency(len(self.asks))
+        if self.busy:
+            return Busy(next_free=earliest + ask.reach + 1.0)
+        return Booked(first=earliest, started_run=True)
+
+    def push_back(self, seconds: float, ask: Ask) -> None:
+        self.pushed_back.append(seconds)
+
+
+def scripted_gate(store: ScriptedStore, events: Events, lane: Lane = Lane.API) -> FleetBudget:
+    clock = store.clock
+    return FleetBudget(
+        book=store,
+        limit=LIMIT,
+        lane=lane,
+        fallback=Pacer(share=1.0, clock=lambda: clock.now, sleep=clock.sleep),
+        observe=events,
+        clock=lambda: clock.now,
+        sleep=clock.sleep,
+    )
+
+
+def test_a_slow_store_is_booked_ahead_by_its_round_trip_so_its_slots_are_not_lost() -> None:
+    # GIVEN a store that takes 200 ms a booking (four slots' worth)
+    clock = Clock()
+    store = ScriptedStore(clock, latency=lambda _: 0.2)
+    events = Events()
+    budget = scripted_gate(store, events)
+    # WHEN ten calls go one after the other
+    for _ in range(10):
+        assert budget.acquire(max_wait=5)
+    # THEN after the first, every booking asked for slots a round trip ahead (less the lateness a slot may have when
+    # its answer comes), and none was lost after it
+    assert all(ask.lead >= 0.2 - MAX_LATENESS / 2 for ask in store.asks[1:])
+    assert events.count("stale_slot") <= 1
+    assert len(store.asks) <= 11
+    # AND each slow booking was counted as such
+    assert events.count("store_slow") == len(store.asks)
+
+
+def test_a_call_waits_for_a_booking_no_longer_than_its_max_wait() -> None:
+    # GIVEN a store whose answer takes two seconds of real time
+    answered = threading.Event()
+
+    @dataclass(frozen=True)
+    class Stuck:
+        def book(self, count: int, interval: float, ask: Ask) -> Booked | Busy:
+            answered.wait(2.0)
+            return Booked(first=time.time())
+
+        def push_back(self, seconds: float, ask: Ask) -> None: ...
+
+    budget = FleetBudget(book=Stuck(), limit=LIMIT, lane=Lane.API, fallback=Pacer(share=1.0))
+    # WHEN a call may wait 0.2 s
+    started = time.monotonic()
+    granted = budget.acquire(max_wait=0.2)
+    # THEN it had no slot and returned long before the store answered
+    assert not granted
+    assert time.monotonic() - started < 1.5
+    answered.set()
+
+
+def test_a_call_books_a_bounded_number_of_times_however_busy_the_budget() -> None:
+    clock = Clock()
+    store = ScriptedStore(clock, busy=True)
+    budget = scripted_gate(store, Events(), Lane.QUEUE)
+    assert not budget.acquire(max_wait=600)
+    assert len(store.asks) == MAX_BOOKINGS
+
+
+def test_bookings_answered_after_their_slots_leave_the_environment_to_its_local_pace() -> None:
+    # GIVEN a store whose every answer comes later than the one before it led to expect (0.1, 0.5, 0.9 s)
+    clock = Clock()
+    store = ScriptedStore(clock, latency=lambda n: (0.1, 0.5, 0.9)[min(n, 3) - 1])
+    events = Events()
+    budget = scripted_gate(store, events)
+    # WHEN a call asks for a slot
+    assert budget.acquire(max_wait=60)
+    # THEN after three bookings answered too late, it went on at the local pace, and said why
+    assert len(store.asks) == MAX_LATE_BOOKINGS
+    assert events.count("store_too_slow") == 1
+    assert events.count("store_error") == 0
+
+
+def test_a_store_slower_than_max_lead_leaves_the_environment_to_its_local_pace_at_once() -> None:
+    clock = Clock()
+    store = ScriptedStore(clock, latency=lambda _: MAX_LEAD + 0.5)
+    events = Events()
+    budget = scripted_gate(store, events)
+    assert budget.acquire(max_wait=60)
+    assert budget.acquire(max_wait=60)
+    assert len(store.asks) == 1
+    assert events.count("store_too_slow") == 1
+
+
+def test_a_call_that_leaves_late_moves_the_fleets_next_free_slot_back_by_the_excess() -> None:
+    # GIVEN a call given its slot, which then stalls 80 ms before it leaves
+    clock = Clock()
+    store = ScriptedStore(clock)
+    budget = scripted_gate(store, Events())
+    budget.spawn = lambda work: work()
+    assert budget.acquire(max_wait=5)
+    clock.now += 0.08
+    # WHEN it leaves
+    departing()
+    departing()  # once per slot
+    # THEN the timeline moved back by what it was late beyond MAX_LATENESS
+    assert store.pushed_back == [pytest.approx(0.08 - MAX_LATENESS, abs=1e-6)]
+
+
+def test_a_call_that_leaves_on_time_moves_nothing() -> None:
+    clock = Clock()
+    store = ScriptedStore(clock)
+    budget = scripted_gate(store, Events())
+    budget.spawn = lambda work: work()
+    assert budget.acquire(max_wait=5)
+    clock.now += MAX_LATENESS / 2
+    departing()
+    assert store.pushed_back == []

@@ -41,6 +41,8 @@ class MetricName(StrEnum):
     BUDGET_STORE_CALLS = "BudgetStoreCalls"
     BUDGET_SLOTS_DROPPED = "BudgetSlotsDropped"
     BUDGET_STORE_ERRORS = "BudgetStoreErrors"
+    BUDGET_STORE_SLOW = "BudgetStoreSlow"
+    BUDGET_REPAIRS = "BudgetRepairs"
     ZEGO_CIRCUIT_OPEN = "ZegoCircuitOpen"
     ZEGO_CIRCUIT_HALF_OPEN = "ZegoCircuitHalfOpen"
     ZEGO_CIRCUIT_CLOSED = "ZegoCircuitClosed"
