@@ -49,7 +49,7 @@ import boto3
 
 from benchmarks.cpu_share import LAMBDA_SHARE_256_MB, CpuShare, cpu_share
 from benchmarks.fleet_env import CLOCK_OFFSET
-from benchmarks.run import ROOT, BenchError, Report, Row, log, print_table
+from benchmarks.report import ROOT, BenchError, Report, Row, log, print_table
 from benchmarks.zim_process import ZimProcess
 from kickout_dev.event_source import Batching, Poller
 from kickout_dev.events import api_event

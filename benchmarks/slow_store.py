@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.fleet_env import emf_metrics
-from benchmarks.run import ROOT, Report, Row, log, print_table
+from benchmarks.report import ROOT, Report, Row, log, print_table
 
 API_USERS = 150
 QUEUE_ROOMS = 20
