@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from moto import mock_aws
 
-from kickout_dev.backoff import InstantBackoff
+from kickout_dev.clock import InstantBackoff
 from kickout_dev.moto_server import make_moto_like_aws
 from kickout_dev.zim_server import ZimStandIn
 
@@ -243,7 +243,7 @@ def sandbox(
     rate_limit_per_second: float = 1000.0,
     instant_backoff: bool = False,
 ) -> Iterator[Sandbox]:
-    """The function's world on this machine; with `instant_backoff`, its retries do not wait (kickout_dev.backoff)."""
+    """The function's world on this machine; with `instant_backoff`, its retries do not wait (kickout_dev.clock)."""
     saved = dict(os.environ)
     backoff = InstantBackoff() if instant_backoff else None
     os.environ.update(
