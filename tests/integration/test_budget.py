@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import boto3
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from moto import mock_aws
 
 from handler.fleet.budget import (
@@ -28,7 +30,7 @@ from handler.fleet.budget import (
     impossible_ahead,
 )
 from handler.fleet.pacing import Pacer
-from handler.fleet.slot_book import Ask, Booked, Busy, DynamoSlotBook, StoreUnavailable
+from handler.fleet.slot_book import ROUND_TRIPS, Ask, Booked, Busy, DynamoSlotBook, StoreUnavailable
 from kickout_dev.clock import SimulatedClock
 from kickout_dev.moto_server import make_dynamodb_updates_atomic
 from kickout_dev.sandbox import REGION, create_state_table
@@ -47,7 +49,12 @@ class Events:
         self.details.append(detail)
 
     def count(self, event: str) -> int:
+        """How often `event` was observed."""
         return sum(1 for name, _ in self.seen if name == event)
+
+    def total(self, event: str) -> float:
+        """What `event`'s values add up to: for `store_calls`, the BudgetStoreCalls metric (store calls made)."""
+        return sum(value for name, value in self.seen if name == event)
 
 
 @pytest.fixture
@@ -63,8 +70,17 @@ def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield create_state_table(boto3.client("dynamodb", region_name=REGION))
 
 
-def slot_book(table: str) -> DynamoSlotBook:
+def slot_book(table: str, updates: list[str] | None = None) -> DynamoSlotBook:
+    """The budget's slot book on moto's table; each UpdateItem it sends recorded in `updates`, if given."""
     client = boto3.client("dynamodb", region_name=REGION)
+    if updates is not None:
+        real_update = client.update_item
+
+        def counted_update(**kwargs: object) -> object:
+            updates.append(str(kwargs["UpdateExpression"]))
+            return real_update(**kwargs)  # type: ignore[arg-type]
+
+        client.update_item = counted_update  # type: ignore[method-assign,assignment]
     return DynamoSlotBook(client=lambda: client, table=table, key="budget#1234567890")
 
 
@@ -163,8 +179,10 @@ def test_a_busy_answer_names_the_next_free_slot_and_books_nothing(table: str) ->
 
 def test_threads_waiting_together_share_one_store_round_trip(table: str) -> None:
     # GIVEN ten threads of one environment wanting a slot at the same moment (a batch's calls), at a high limit
-    events = Events()
-    budget = FleetBudget(book=slot_book(table), limit=200, lane=Lane.API, fallback=Pacer(share=1), observe=events)
+    events, updates = Events(), list[str]()
+    budget = FleetBudget(
+        book=slot_book(table, updates), limit=200, lane=Lane.API, fallback=Pacer(share=1), observe=events
+    )
     start = threading.Barrier(10)
     granted: list[bool] = []
 
@@ -177,9 +195,11 @@ def test_threads_waiting_together_share_one_store_round_trip(table: str) -> None
         thread.start()
     for thread in threads:
         thread.join(timeout=10)
-    # THEN every one got a slot, for fewer store calls than calls
+    # THEN every one got a slot, for fewer UpdateItems than calls
     assert granted == [True] * 10
-    assert events.count("store_calls") < 10
+    assert 1 <= len(updates) < 10
+    # AND the store calls the budget reports (its BudgetStoreCalls metric) are the UpdateItems it sent
+    assert events.total("store_calls") == len(updates)
 
 
 def test_concurrent_environments_never_hold_the_same_slot(table: str) -> None:
@@ -263,9 +283,9 @@ def test_a_slot_gone_stale_is_dropped_not_used_late(table: str) -> None:
     clock.now += 1.0
     # WHEN a call comes a second later
     assert budget.acquire(max_wait=1)
-    # THEN the old slots were dropped and counted, and the call booked a fresh one
+    # THEN the old slots were dropped and counted, and the call booked a fresh one, in one store call
     assert events.count("stale_slot") == 2
-    assert events.count("store_calls") == 1
+    assert events.total("store_calls") == 1
 
 
 def test_rate_limit_answers_widen_this_environments_slots_and_successes_narrow_them_back(table: str) -> None:
@@ -288,17 +308,9 @@ def test_the_budget_item_expires_by_ttl(table: str) -> None:
 
 def test_a_call_that_finds_the_fleet_quiet_costs_one_store_round_trip(table: str) -> None:
     # GIVEN an environment that has booked before, and a fleet quiet since
-    client = boto3.client("dynamodb", region_name=REGION)
     updates: list[str] = []
-    real_update = client.update_item
-
-    def counted_update(**kwargs: object) -> object:
-        updates.append(str(kwargs["UpdateExpression"]))
-        return real_update(**kwargs)  # type: ignore[arg-type]
-
-    client.update_item = counted_update  # type: ignore[method-assign,assignment]
     clock = SimulatedClock()
-    api = gate(DynamoSlotBook(client=lambda: client, table=table, key="budget#1234567890"), Lane.API, clock)
+    api = gate(slot_book(table, updates), Lane.API, clock)
     assert api.acquire(max_wait=1)
     clock.now += 30
     updates.clear()
@@ -393,6 +405,60 @@ def test_a_call_books_a_bounded_number_of_times_however_busy_the_budget() -> Non
     budget = scripted_gate(store, Events(), Lane.QUEUE)
     assert not budget.acquire(max_wait=600)
     assert len(store.asks) == MAX_BOOKINGS
+
+
+Answer = tuple[str, int]
+"""A scripted booking's answer: busy, late (its slot past when it comes) or booked; and the UpdateItems it took."""
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    answers=st.lists(
+        st.tuples(st.sampled_from(["busy", "late", "booked"]), st.integers(1, ROUND_TRIPS + 1)),
+        min_size=1,
+        max_size=MAX_BOOKINGS + 5,
+    ),
+    lane=st.sampled_from(Lane),
+)
+def test_a_call_costs_the_store_at_most_max_bookings_bookings_of_round_trips_each_and_reports_each(
+    answers: list[Answer], lane: Lane
+) -> None:
+    # GIVEN a store whose bookings are answered busy, too late or booked, each after 1 to ROUND_TRIPS + 1 UpdateItems
+    # (ROUND_TRIPS tries, and one more to repair the timeline), the script's last answer repeating
+    clock = SimulatedClock()
+    taken: list[int] = []
+
+    @dataclass(frozen=True)
+    class Contended:
+        def book(self, count: int, interval: float, ask: Ask) -> Booked | Busy:
+            kind, round_trips = answers[min(len(taken), len(answers) - 1)]
+            taken.append(round_trips)
+            earliest = clock.now + ask.lead
+            if kind == "busy":
+                return Busy(next_free=earliest + ask.reach + 1.0, round_trips=round_trips)
+            if kind == "late":
+                clock.now = earliest + 2 * MAX_LATENESS
+            return Booked(first=earliest, round_trips=round_trips, started_run=True)
+
+        def push_back(self, seconds: float, ask: Ask) -> None: ...
+
+    events = Events()
+    budget = FleetBudget(
+        book=Contended(),
+        limit=LIMIT,
+        lane=lane,
+        fallback=Pacer(share=1.0, clock=clock, sleep=clock.sleep),
+        observe=events,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    # WHEN one call asks for a slot, willing to wait ten minutes
+    budget.acquire(max_wait=600)
+    # THEN it started at most MAX_BOOKINGS bookings, so it cost at most MAX_BOOKINGS * (ROUND_TRIPS + 1) UpdateItems
+    assert 1 <= len(taken) <= MAX_BOOKINGS
+    assert sum(taken) <= MAX_BOOKINGS * (ROUND_TRIPS + 1)
+    # AND the store calls it reports (BudgetStoreCalls) are every one its bookings took, no fewer, no more
+    assert events.total("store_calls") == sum(taken)
 
 
 def test_bookings_answered_after_their_slots_leave_the_environment_to_its_local_pace() -> None:
