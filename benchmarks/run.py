@@ -53,8 +53,8 @@ from benchmarks.fleet import measure_fleet
 from benchmarks.report import ROOT, BenchError, Report, Row, log, print_table
 from benchmarks.skew import measure_skew
 from benchmarks.slow_store import measure_slow_store
+from kickout_dev.emulator import xray_marker_removed
 from kickout_dev.events import load_event, sqs_record
-from kickout_dev.local_lambda import xray_marker_removed
 from kickout_dev.plural import counted
 from kickout_dev.processes import MotoServer
 from kickout_dev.sandbox import (

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import pytest
 from aws_lambda_powertools.metrics.provider.cold_start import reset_cold_start_flag
 
-from kickout_dev.local_lambda import xray_marker_removed
+from kickout_dev.emulator import xray_marker_removed
 from kickout_dev.moto_server import make_moto_like_aws
 from kickout_dev.processes import loopback_unreachable
 from kickout_dev.sandbox import Sandbox, sandbox
