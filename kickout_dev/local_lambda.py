@@ -62,6 +62,7 @@ from kickout_dev.processes import (
     MotoServer,
     loopback_unreachable,
 )
+from kickout_dev.queues import drained
 from kickout_dev.sandbox import APP_ID, SECRET_NAME, SERVER_SECRET, create_state_table, function_environment
 from kickout_dev.zim_server import ZimStandIn
 
@@ -84,23 +85,8 @@ class Stack:
         return self.emulator.invoke(event)
 
     def parked(self) -> list[dict[str, Any]]:
-        return parked(self.moto, self.dlq_url)
-
-
-def parked(moto: MotoServer, dlq_url: str) -> list[dict[str, Any]]:
-    """Every message in the dead-letter queue (received, then deleted so a second call does not see it)."""
-    sqs = moto.sqs()
-    messages: list[dict[str, Any]] = []
-    for _ in range(100):
-        batch = sqs.receive_message(
-            QueueUrl=dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=30
-        ).get("Messages", [])
-        if not batch:
-            break
-        messages.extend(dict(message) for message in batch)
-        for message in batch:
-            sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
-    return messages
+        """Every message in the dead-letter queue, received and deleted."""
+        return drained(self.moto.sqs(), self.dlq_url)
 
 
 @contextlib.contextmanager

@@ -45,9 +45,9 @@ from kickout_dev.command import EX_UNAVAILABLE, Case, demo_cases, file_cases, po
 from kickout_dev.docker_engine import DockerFailed, Network, Unavailable, engine, network
 from kickout_dev.emulator import Invocation, split_output
 from kickout_dev.events import EVENTS_DIR
-from kickout_dev.local_lambda import parked
 from kickout_dev.local_tls import run_authority
 from kickout_dev.processes import MotoServer, listening
+from kickout_dev.queues import drained
 from kickout_dev.sandbox import APP_ID, REGION, SECRET_NAME, SERVER_SECRET, STATE_TABLE, create_state_table
 from kickout_dev.zim_server import ZimStandIn
 
@@ -137,7 +137,7 @@ class DockerStack:
         return written
 
     def parked(self) -> list[dict[str, Any]]:
-        return parked(self.moto, self.dlq_url)
+        return drained(self.moto.sqs(), self.dlq_url)
 
 
 def parse_invocation(returncode: int, stdout: str, stderr: str, seconds: float) -> Invocation:
