@@ -66,7 +66,8 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-# The layers of src/handler (pyproject.toml [tool.importlinter]): imports run one way down, the core stays pure.
+# The layers of src/handler and of benchmarks/ (pyproject.toml [tool.importlinter]): imports run one way down, the
+# core stays pure.
 imports: install
 	$(VENV)/bin/lint-imports
 

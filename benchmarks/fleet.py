@@ -49,11 +49,12 @@ import boto3
 
 from benchmarks.cpu_share import LAMBDA_SHARE_256_MB, CpuShare, cpu_share
 from benchmarks.fleet_env import CLOCK_OFFSET
-from benchmarks.run import ROOT, BenchError, Report, Row, log, print_table
+from benchmarks.report import ROOT, BenchError, Report, Row, log, print_table
 from benchmarks.zim_process import ZimProcess
 from kickout_dev.event_source import Batching, Poller
 from kickout_dev.events import api_event
 from kickout_dev.processes import MotoServer, terminate
+from kickout_dev.queues import queue_is_empty
 from kickout_dev.sandbox import (
     REGION,
     SECRET_NAME,
@@ -266,18 +267,6 @@ def hand_back(sqs: SQSClient, url: str, records: Sequence[dict[str, Any]]) -> No
                 for n, record in enumerate(records[start : start + 10])
             ],
         )
-
-
-def queue_is_empty(sqs: SQSClient, url: str) -> bool:
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=[
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed",
-        ],
-    )["Attributes"]
-    return all(int(count) == 0 for count in attributes.values())
 
 
 def drain(sqs: SQSClient, url: str) -> tuple[int, int]:

@@ -23,29 +23,12 @@ import json
 import os
 import sys
 import time
-from collections import defaultdict
 from typing import Any
 
+from kickout_dev.emf import emf_metrics
 from kickout_dev.sandbox import LambdaContext
 
 CLOCK_OFFSET = "KICKOUT_BENCH_CLOCK_OFFSET"
-
-
-def emf_metrics(printed: str) -> dict[str, list[float]]:
-    """Every metric value of the EMF documents among the printed lines (logs lines have no `_aws`)."""
-    values: dict[str, list[float]] = defaultdict(list)
-    for line in printed.splitlines():
-        if not line.startswith("{") or '"_aws"' not in line:
-            continue
-        document = json.loads(line)
-        for directive in document["_aws"]["CloudWatchMetrics"]:
-            for metric in directive["Metrics"]:
-                value = document.get(metric["Name"])
-                if isinstance(value, list):
-                    values[metric["Name"]].extend(float(item) for item in value)
-                elif value is not None:
-                    values[metric["Name"]].append(float(value))
-    return dict(values)
 
 
 def skew_clock(offset: float) -> None:

@@ -48,8 +48,13 @@ from typing import Any
 
 import boto3
 
+from benchmarks.cpu_share import LAMBDA_SHARE_256_MB
+from benchmarks.fleet import measure_fleet
+from benchmarks.report import ROOT, BenchError, Report, Row, log, print_table
+from benchmarks.skew import measure_skew
+from benchmarks.slow_store import measure_slow_store
+from kickout_dev.emulator import xray_marker_removed
 from kickout_dev.events import load_event, sqs_record
-from kickout_dev.local_lambda import xray_marker_removed
 from kickout_dev.plural import counted
 from kickout_dev.processes import MotoServer
 from kickout_dev.sandbox import (
@@ -64,7 +69,6 @@ from kickout_dev.sandbox import (
 )
 from kickout_dev.zim_server import ZimStandIn
 
-ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 EPOCH_1980 = 315532800  # 1980-01-01T00:00:00Z: the date Lambda gives every file of the zip
 RATE_REFUSED = 660300005
@@ -74,39 +78,7 @@ RUNTIME_SDK = ("boto3", "botocore", "s3transfer")
 TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
 
 
-class BenchError(RuntimeError):
-    pass
-
-
-@dataclass
-class Row:
-    metric: str
-    measured: str
-    baseline: str
-    ratio: float | None
-    target: str
-    ok: bool | None  # None: for information, no target
-
-
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, *rows: Row) -> None:
-        self.rows.extend(rows)
-        for row in rows:
-            print(f"  {row.metric}: {row.measured} (baseline {row.baseline})", file=sys.stderr, flush=True)
-
-    def note(self, text: str) -> None:
-        self.notes.append(text)
-
-
 # --- infrastructure ---------------------------------------------------------------------------------------------
-
-
-def log(text: str) -> None:
-    print(f"bench: {text}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -769,28 +741,6 @@ def measure_outage(report: Report) -> None:
 # --- the table --------------------------------------------------------------------------------------------------
 
 
-def print_table(report: Report) -> None:
-    header = ("metric", "measured", "baseline", "ratio", "target", "result")
-    lines = [
-        (
-            row.metric,
-            row.measured,
-            row.baseline,
-            "-" if row.ratio is None else f"{row.ratio:.2f}",
-            row.target,
-            "info" if row.ok is None else ("pass" if row.ok else "FAIL"),
-        )
-        for row in sorted(report.rows, key=lambda row: int(row.metric.split(".")[0]))
-    ]
-    widths = [max(len(line[column]) for line in [header, *lines]) for column in range(len(header))]
-    print()
-    for line in [header, tuple("-" * width for width in widths), *lines]:
-        print(" | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
-    print()
-    for note in report.notes:
-        print(f"- {note}")
-
-
 @xray_marker_removed()  # the artifact's children run with LAMBDA_TASK_ROOT set
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -824,12 +774,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             measure_imports(backend, layouts, report)
             measure_warm(backend, layouts["bundled"], report, floor_rss_kb)
         measure_batch(report)
-        # These import this module's table: not at the top.
-        from benchmarks.cpu_share import LAMBDA_SHARE_256_MB
-        from benchmarks.fleet import measure_fleet
-        from benchmarks.skew import measure_skew
-        from benchmarks.slow_store import measure_slow_store
-
         measure_fleet(report)
         measure_fleet(report, share=LAMBDA_SHARE_256_MB)
 

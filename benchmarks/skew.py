@@ -23,7 +23,7 @@ from pathlib import Path
 
 from benchmarks.cpu_share import LAMBDA_SHARE_256_MB, cpu_share
 from benchmarks.fleet import Backend, run_workload, template_defaults, two
-from benchmarks.run import Report, Row, log, print_table
+from benchmarks.report import Report, Row, log, print_table
 from handler.fleet.budget import MARGIN, MAX_LATENESS
 from kickout_dev.processes import MotoServer
 

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.fleet_env import emf_metrics
-from benchmarks.run import ROOT, Report, Row, log, print_table
+from benchmarks.report import ROOT, Report, Row, log, print_table
+from kickout_dev.emf import emf_metrics
 
 API_USERS = 150
 QUEUE_ROOMS = 20

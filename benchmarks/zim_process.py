@@ -22,7 +22,7 @@ from dataclasses import asdict
 from types import TracebackType
 from typing import IO, Any, Self
 
-from benchmarks.run import ROOT, BenchError
+from benchmarks.report import ROOT, BenchError
 from kickout_dev.processes import terminate
 from kickout_dev.sandbox import APP_ID, SERVER_SECRET
 from kickout_dev.zim_server import Kickout, ZimStandIn

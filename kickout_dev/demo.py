@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kickout_dev.command import demo_cases, run_cases, summary
+from kickout_dev.emulator import Invocation, split_output
 from kickout_dev.events import EVENTS_DIR
-from kickout_dev.local_lambda import Invocation, demo_cases, run_cases, split_output, summary
 from kickout_dev.processes import loopback_unreachable
 from kickout_dev.sandbox import LambdaContext, sandbox
 

@@ -1,4 +1,4 @@
-"""The sample events of `events/`, and events of the same shapes around any payload."""
+"""The sample events of `events/`, events of the same shapes around any payload, what the function's answers hold."""
 
 from __future__ import annotations
 
@@ -39,3 +39,14 @@ def sqs_record(body: str, *, receive_count: int = 1, message_id: str | None = No
 
 def sqs_event(*bodies: str) -> dict[str, Any]:
     return {"Records": [sqs_record(body) for body in bodies]}
+
+
+def failed_ids(response: dict[str, Any]) -> set[str]:
+    """The message ids an SQS batch's partial batch response reports failed."""
+    return {failure["itemIdentifier"] for failure in response["batchItemFailures"]}
+
+
+def body_of(response: dict[str, Any]) -> dict[str, Any]:
+    """An API Gateway proxy response's JSON body."""
+    body: dict[str, Any] = json.loads(response["body"])
+    return body

@@ -39,30 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from kickout_dev import standin_image
+from kickout_dev.build import FUNCTION, ROOT, BuildFailed, Tools, build, find_tools
+from kickout_dev.build import Unavailable as ToolsUnavailable
+from kickout_dev.command import EX_UNAVAILABLE, Case, demo_cases, file_cases, port_number, run_cases, run_tool, summary
 from kickout_dev.docker_engine import DockerFailed, Network, Unavailable, engine, network
+from kickout_dev.emulator import Invocation, split_output
 from kickout_dev.events import EVENTS_DIR
-from kickout_dev.local_lambda import (
-    EX_UNAVAILABLE,
-    FUNCTION,
-    ROOT,
-    BuildFailed,
-    Case,
-    Invocation,
-    Tools,
-    build,
-    demo_cases,
-    file_cases,
-    find_tools,
-    parked,
-    port_number,
-    run_cases,
-    run_tool,
-    split_output,
-    summary,
-)
-from kickout_dev.local_lambda import Unavailable as ToolsUnavailable
 from kickout_dev.local_tls import run_authority
 from kickout_dev.processes import MotoServer, listening
+from kickout_dev.queues import drained
 from kickout_dev.sandbox import APP_ID, REGION, SECRET_NAME, SERVER_SECRET, STATE_TABLE, create_state_table
 from kickout_dev.zim_server import ZimStandIn
 
@@ -152,7 +137,7 @@ class DockerStack:
         return written
 
     def parked(self) -> list[dict[str, Any]]:
-        return parked(self.moto, self.dlq_url)
+        return drained(self.moto.sqs(), self.dlq_url)
 
 
 def parse_invocation(returncode: int, stdout: str, stderr: str, seconds: float) -> Invocation:

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from moto import mock_aws
 
-from kickout_dev.backoff import InstantBackoff
+from kickout_dev.clock import InstantBackoff
 from kickout_dev.moto_server import make_moto_like_aws
+from kickout_dev.queues import drained
 from kickout_dev.zim_server import ZimStandIn
 
 if TYPE_CHECKING:
@@ -109,15 +110,7 @@ class Sandbox:
 
     @staticmethod
     def _drain(queue_url: str) -> list[dict[str, Any]]:
-        sqs = boto3.client("sqs", region_name=REGION)
-        messages: list[dict[str, Any]] = []
-        while batch := sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
-        ).get("Messages", []):
-            messages.extend(dict(message) for message in batch)
-            for message in batch:
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return messages
+        return drained(boto3.client("sqs", region_name=REGION), queue_url)
 
     def put_secret(self, secret_string: str) -> None:
         boto3.client("secretsmanager", region_name=REGION).put_secret_value(
@@ -243,7 +236,7 @@ def sandbox(
     rate_limit_per_second: float = 1000.0,
     instant_backoff: bool = False,
 ) -> Iterator[Sandbox]:
-    """The function's world on this machine; with `instant_backoff`, its retries do not wait (kickout_dev.backoff)."""
+    """The function's world on this machine; with `instant_backoff`, its retries do not wait (kickout_dev.clock)."""
     saved = dict(os.environ)
     backoff = InstantBackoff() if instant_backoff else None
     os.environ.update(

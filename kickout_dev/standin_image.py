@@ -259,7 +259,7 @@ def trusting(base: str, ca_pem: bytes, name: str) -> Iterator[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kickout_dev.local_lambda import host_arch
+    from kickout_dev.build import host_arch
 
     argparse.ArgumentParser(
         prog="python -m kickout_dev.standin_image",

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 import pytest
 from aws_lambda_powertools.metrics.provider.cold_start import reset_cold_start_flag
 
-from kickout_dev.local_lambda import xray_marker_removed
+from kickout_dev.emf import emf_metrics
+from kickout_dev.emulator import xray_marker_removed
 from kickout_dev.moto_server import make_moto_like_aws
 from kickout_dev.processes import loopback_unreachable
 from kickout_dev.sandbox import Sandbox, sandbox
@@ -59,12 +60,7 @@ class Printed:
 
     def metric(self, name: str) -> float:
         """The sum of every value emitted for metric `name` (0 when never emitted)."""
-        total = 0.0
-        for line in self.lines:
-            if "_aws" in line and name in line:
-                values = line[name]
-                total += sum(values) if isinstance(values, list) else values
-        return total
+        return sum(emf_metrics(self.text).get(name, []))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from kickout_dev.local_lambda import summary
+from kickout_dev.command import summary
 from kickout_dev.plural import counted
 from kickout_dev.sandbox import APP_ID, SERVER_SECRET
 from kickout_dev.zim_server import ZimStandIn

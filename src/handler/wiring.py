@@ -48,7 +48,7 @@ class Parts:
     send: Send = transport.send
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     retry_sleep: Callable[[float], None] = time.sleep
-    """How a ZEGO call waits out its backoff between attempts (kickout_dev.backoff skips it to replay faults fast)."""
+    """How a ZEGO call waits out its backoff between attempts (kickout_dev.clock skips it to replay faults fast)."""
     failures_to_open: int = circuit.FAILURES_TO_OPEN
     """ZEGO failures in a row that open its circuit for the fleet."""
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from kickout_dev import standin_image
+from kickout_dev.build import Tools, build, find_tools
+from kickout_dev.build import Unavailable as ToolsUnavailable
 from kickout_dev.docker_engine import Unavailable, engine_version
-from kickout_dev.local_lambda import Stack, Tools, build, find_tools, running
-from kickout_dev.local_lambda import Unavailable as ToolsUnavailable
+from kickout_dev.local_lambda import Stack, running
 from kickout_dev.sam_docker import DockerStack, docker_stack
 
 

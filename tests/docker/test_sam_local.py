@@ -9,9 +9,12 @@ from typing import Any
 
 import pytest
 
+from kickout_dev.build import Tools
+from kickout_dev.command import Case, demo_cases
 from kickout_dev.docker_engine import docker, engine_version
+from kickout_dev.emulator import Invocation
 from kickout_dev.events import load_event, sqs_record
-from kickout_dev.local_lambda import Case, Invocation, Stack, Tools, demo_cases
+from kickout_dev.local_lambda import Stack
 from kickout_dev.processes import free_port
 from kickout_dev.sam_docker import DockerStack, docker_stack, post_kickout, start_api
 

@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import pytest
 
-from kickout_dev.events import api_event
+from kickout_dev.events import api_event, body_of
 from kickout_dev.sandbox import REGION, SERVER_SECRET, Sandbox, sandbox
 from kickout_dev.zim_server import Fault
 from tests.conftest import Invoke, Printed
@@ -35,11 +35,6 @@ def box(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
 
 def post(payload: Any) -> dict[str, Any]:
     return api_event(json.dumps(payload))
-
-
-def body_of(response: dict[str, Any]) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(response["body"])
-    return body
 
 
 def header(response: dict[str, Any], name: str) -> str | None:

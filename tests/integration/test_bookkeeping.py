@@ -20,7 +20,7 @@ import time_machine
 
 from handler.entry import queue, redelivery
 from handler.fleet import circuit
-from kickout_dev.events import sqs_record
+from kickout_dev.events import failed_ids, sqs_record
 from kickout_dev.sandbox import APP_ID, REGION, STATE_TABLE, Sandbox
 from tests.conftest import Invoke, Printed
 
@@ -99,10 +99,6 @@ def open_circuit() -> None:
 
 def kickouts(count: int) -> list[str]:
     return [json.dumps({"room_id": f"room-{index}", "user_ids": [f"user-{index}"]}) for index in range(count)]
-
-
-def failed_ids(response: dict[str, Any]) -> set[str]:
-    return {item["itemIdentifier"] for item in response["batchItemFailures"]}
 
 
 def test_a_full_batch_under_an_open_circuit_is_hidden_for_its_backoff_in_sqs_sized_calls(

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import boto3
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from moto import mock_aws
 
 from handler.fleet.budget import (
@@ -28,22 +30,13 @@ from handler.fleet.budget import (
     impossible_ahead,
 )
 from handler.fleet.pacing import Pacer
-from handler.fleet.slot_book import Ask, Booked, Busy, DynamoSlotBook, StoreUnavailable
+from handler.fleet.slot_book import ROUND_TRIPS, Ask, Booked, Busy, DynamoSlotBook, StoreUnavailable
+from kickout_dev.clock import SimulatedClock
 from kickout_dev.moto_server import make_dynamodb_updates_atomic
 from kickout_dev.sandbox import REGION, create_state_table
 
 LIMIT = 20.0
 INTERVAL = 1 / (LIMIT * (1 - MARGIN))
-
-
-@dataclass
-class Clock:
-    """Simulated time: sleeping moves it on, nothing waits for real."""
-
-    now: float = 1_800_000_000.0
-
-    def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
 
 
 @dataclass
@@ -56,7 +49,12 @@ class Events:
         self.details.append(detail)
 
     def count(self, event: str) -> int:
+        """How often `event` was observed."""
         return sum(1 for name, _ in self.seen if name == event)
+
+    def total(self, event: str) -> float:
+        """What `event`'s values add up to: for `store_calls`, the BudgetStoreCalls metric (store calls made)."""
+        return sum(value for name, value in self.seen if name == event)
 
 
 @pytest.fixture
@@ -72,29 +70,38 @@ def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield create_state_table(boto3.client("dynamodb", region_name=REGION))
 
 
-def slot_book(table: str) -> DynamoSlotBook:
+def slot_book(table: str, updates: list[str] | None = None) -> DynamoSlotBook:
+    """The budget's slot book on moto's table; each UpdateItem it sends recorded in `updates`, if given."""
     client = boto3.client("dynamodb", region_name=REGION)
+    if updates is not None:
+        real_update = client.update_item
+
+        def counted_update(**kwargs: object) -> object:
+            updates.append(str(kwargs["UpdateExpression"]))
+            return real_update(**kwargs)  # type: ignore[arg-type]
+
+        client.update_item = counted_update  # type: ignore[method-assign,assignment]
     return DynamoSlotBook(client=lambda: client, table=table, key="budget#1234567890")
 
 
 def gate(
-    book: DynamoSlotBook, lane: Lane, clock: Clock, events: Events | None = None, fallback_share: float = 1.0
+    book: DynamoSlotBook, lane: Lane, clock: SimulatedClock, events: Events | None = None, fallback_share: float = 1.0
 ) -> FleetBudget:
     return FleetBudget(
         book=book,
         limit=LIMIT,
         lane=lane,
-        fallback=Pacer(share=fallback_share, clock=lambda: clock.now, sleep=clock.sleep),
+        fallback=Pacer(share=fallback_share, clock=clock, sleep=clock.sleep),
         observe=events or Events(),
-        clock=lambda: clock.now,
+        clock=clock,
         sleep=clock.sleep,
     )
 
 
-def ask(clock: Clock, *, reach: float, lead: float = 0.01) -> Ask:
+def ask(clock: SimulatedClock, *, reach: float, lead: float = 0.01) -> Ask:
     """What a gate would ask of the slot book, on the simulated clock."""
     return Ask(
-        clock=lambda: clock.now,
+        clock=clock,
         lead=lead,
         reach=reach,
         latest=float("inf"),
@@ -110,7 +117,7 @@ def most_in_any_second(times: list[float]) -> int:
 
 def test_two_environments_share_one_timeline_of_slots_spaced_wider_than_zegos_limit(table: str) -> None:
     # GIVEN two environments' queue gates on one table
-    clock = Clock()
+    clock = SimulatedClock()
     first, second = gate(slot_book(table), Lane.QUEUE, clock), gate(slot_book(table), Lane.QUEUE, clock)
     # WHEN they take turns for 100 calls
     sent = []
@@ -124,7 +131,7 @@ def test_two_environments_share_one_timeline_of_slots_spaced_wider_than_zegos_li
 
 
 def test_the_first_call_of_an_idle_budget_leaves_a_little_ahead_of_now(table: str) -> None:
-    clock = Clock()
+    clock = SimulatedClock()
     api = gate(slot_book(table), Lane.API, clock)
     started = clock.now
     assert api.acquire(max_wait=1)
@@ -138,7 +145,7 @@ def test_the_first_call_of_an_idle_budget_leaves_a_little_ahead_of_now(table: st
 
 def test_the_queue_books_no_further_ahead_than_its_horizon_and_the_api_goes_first(table: str) -> None:
     # GIVEN a queue environment that booked everything its horizon allows (its calls have not left yet)
-    clock = Clock()
+    clock = SimulatedClock()
     book = slot_book(table)
     queue_booked = 0
     while isinstance(book.book(1, INTERVAL, ask(clock, reach=QUEUE_HORIZON)), Booked):
@@ -158,7 +165,7 @@ def test_the_queue_books_no_further_ahead_than_its_horizon_and_the_api_goes_firs
 
 
 def test_a_busy_answer_names_the_next_free_slot_and_books_nothing(table: str) -> None:
-    clock = Clock()
+    clock = SimulatedClock()
     book = slot_book(table)
     first = book.book(5, INTERVAL, ask(clock, reach=10))
     assert isinstance(first, Booked)
@@ -172,8 +179,10 @@ def test_a_busy_answer_names_the_next_free_slot_and_books_nothing(table: str) ->
 
 def test_threads_waiting_together_share_one_store_round_trip(table: str) -> None:
     # GIVEN ten threads of one environment wanting a slot at the same moment (a batch's calls), at a high limit
-    events = Events()
-    budget = FleetBudget(book=slot_book(table), limit=200, lane=Lane.API, fallback=Pacer(share=1), observe=events)
+    events, updates = Events(), list[str]()
+    budget = FleetBudget(
+        book=slot_book(table, updates), limit=200, lane=Lane.API, fallback=Pacer(share=1), observe=events
+    )
     start = threading.Barrier(10)
     granted: list[bool] = []
 
@@ -186,9 +195,11 @@ def test_threads_waiting_together_share_one_store_round_trip(table: str) -> None
         thread.start()
     for thread in threads:
         thread.join(timeout=10)
-    # THEN every one got a slot, for fewer store calls than calls
+    # THEN every one got a slot, for fewer UpdateItems than calls
     assert granted == [True] * 10
-    assert events.count("store_calls") < 10
+    assert 1 <= len(updates) < 10
+    # AND the store calls the budget reports (its BudgetStoreCalls metric) are the UpdateItems it sent
+    assert events.total("store_calls") == len(updates)
 
 
 def test_concurrent_environments_never_hold_the_same_slot(table: str) -> None:
@@ -232,7 +243,7 @@ def test_concurrent_environments_never_hold_the_same_slot(table: str) -> None:
 
 def test_an_unreachable_store_falls_back_to_the_local_pace_says_so_and_comes_back(table: str) -> None:
     # GIVEN a gate whose store fails
-    clock = Clock()
+    clock = SimulatedClock()
     events = Events()
     book = slot_book(table)
     working = book
@@ -264,7 +275,7 @@ def test_an_unreachable_store_falls_back_to_the_local_pace_says_so_and_comes_bac
 
 
 def test_a_slot_gone_stale_is_dropped_not_used_late(table: str) -> None:
-    clock = Clock()
+    clock = SimulatedClock()
     events = Events()
     budget = gate(slot_book(table), Lane.API, clock, events)
     # GIVEN slots booked for two threads, of which only one came to use its slot
@@ -272,13 +283,13 @@ def test_a_slot_gone_stale_is_dropped_not_used_late(table: str) -> None:
     clock.now += 1.0
     # WHEN a call comes a second later
     assert budget.acquire(max_wait=1)
-    # THEN the old slots were dropped and counted, and the call booked a fresh one
+    # THEN the old slots were dropped and counted, and the call booked a fresh one, in one store call
     assert events.count("stale_slot") == 2
-    assert events.count("store_calls") == 1
+    assert events.total("store_calls") == 1
 
 
 def test_rate_limit_answers_widen_this_environments_slots_and_successes_narrow_them_back(table: str) -> None:
-    budget = gate(slot_book(table), Lane.QUEUE, Clock())
+    budget = gate(slot_book(table), Lane.QUEUE, SimulatedClock())
     budget.slow_down()
     assert budget.interval == pytest.approx(2 * INTERVAL)
     for _ in range(20):
@@ -287,7 +298,7 @@ def test_rate_limit_answers_widen_this_environments_slots_and_successes_narrow_t
 
 
 def test_the_budget_item_expires_by_ttl(table: str) -> None:
-    clock = Clock()
+    clock = SimulatedClock()
     assert gate(slot_book(table), Lane.API, clock).acquire(max_wait=1)
     item = boto3.client("dynamodb", region_name=REGION).get_item(
         TableName=table, Key={"id": {"S": "budget#1234567890"}}
@@ -297,17 +308,9 @@ def test_the_budget_item_expires_by_ttl(table: str) -> None:
 
 def test_a_call_that_finds_the_fleet_quiet_costs_one_store_round_trip(table: str) -> None:
     # GIVEN an environment that has booked before, and a fleet quiet since
-    client = boto3.client("dynamodb", region_name=REGION)
     updates: list[str] = []
-    real_update = client.update_item
-
-    def counted_update(**kwargs: object) -> object:
-        updates.append(str(kwargs["UpdateExpression"]))
-        return real_update(**kwargs)  # type: ignore[arg-type]
-
-    client.update_item = counted_update  # type: ignore[method-assign,assignment]
-    clock = Clock()
-    api = gate(DynamoSlotBook(client=lambda: client, table=table, key="budget#1234567890"), Lane.API, clock)
+    clock = SimulatedClock()
+    api = gate(slot_book(table, updates), Lane.API, clock)
     assert api.acquire(max_wait=1)
     clock.now += 30
     updates.clear()
@@ -325,7 +328,7 @@ class ScriptedStore:
     """A slot book that answers after `latency(n)` seconds of the simulated clock (n: its n-th booking), as an
     idle timeline would: a new run from the earliest moment asked for; or Busy when `busy` says so."""
 
-    clock: Clock
+    clock: SimulatedClock
     latency: Callable[[int], float] = lambda _: 0.0
     busy: bool = False
     asks: list[Ask] = field(default_factory=list)
@@ -349,16 +352,16 @@ def scripted_gate(store: ScriptedStore, events: Events, lane: Lane = Lane.API) -
         book=store,
         limit=LIMIT,
         lane=lane,
-        fallback=Pacer(share=1.0, clock=lambda: clock.now, sleep=clock.sleep),
+        fallback=Pacer(share=1.0, clock=clock, sleep=clock.sleep),
         observe=events,
-        clock=lambda: clock.now,
+        clock=clock,
         sleep=clock.sleep,
     )
 
 
 def test_a_slow_store_is_booked_ahead_by_its_round_trip_so_its_slots_are_not_lost() -> None:
     # GIVEN a store that takes 200 ms a booking (four slots' worth)
-    clock = Clock()
+    clock = SimulatedClock()
     store = ScriptedStore(clock, latency=lambda _: 0.2)
     events = Events()
     budget = scripted_gate(store, events)
@@ -397,16 +400,70 @@ def test_a_call_waits_for_a_booking_no_longer_than_its_max_wait() -> None:
 
 
 def test_a_call_books_a_bounded_number_of_times_however_busy_the_budget() -> None:
-    clock = Clock()
+    clock = SimulatedClock()
     store = ScriptedStore(clock, busy=True)
     budget = scripted_gate(store, Events(), Lane.QUEUE)
     assert not budget.acquire(max_wait=600)
     assert len(store.asks) == MAX_BOOKINGS
 
 
+Answer = tuple[str, int]
+"""A scripted booking's answer: busy, late (its slot past when it comes) or booked; and the UpdateItems it took."""
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    answers=st.lists(
+        st.tuples(st.sampled_from(["busy", "late", "booked"]), st.integers(1, ROUND_TRIPS + 1)),
+        min_size=1,
+        max_size=MAX_BOOKINGS + 5,
+    ),
+    lane=st.sampled_from(Lane),
+)
+def test_a_call_costs_the_store_at_most_max_bookings_bookings_of_round_trips_each_and_reports_each(
+    answers: list[Answer], lane: Lane
+) -> None:
+    # GIVEN a store whose bookings are answered busy, too late or booked, each after 1 to ROUND_TRIPS + 1 UpdateItems
+    # (ROUND_TRIPS tries, and one more to repair the timeline), the script's last answer repeating
+    clock = SimulatedClock()
+    taken: list[int] = []
+
+    @dataclass(frozen=True)
+    class Contended:
+        def book(self, count: int, interval: float, ask: Ask) -> Booked | Busy:
+            kind, round_trips = answers[min(len(taken), len(answers) - 1)]
+            taken.append(round_trips)
+            earliest = clock.now + ask.lead
+            if kind == "busy":
+                return Busy(next_free=earliest + ask.reach + 1.0, round_trips=round_trips)
+            if kind == "late":
+                clock.now = earliest + 2 * MAX_LATENESS
+            return Booked(first=earliest, round_trips=round_trips, started_run=True)
+
+        def push_back(self, seconds: float, ask: Ask) -> None: ...
+
+    events = Events()
+    budget = FleetBudget(
+        book=Contended(),
+        limit=LIMIT,
+        lane=lane,
+        fallback=Pacer(share=1.0, clock=clock, sleep=clock.sleep),
+        observe=events,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    # WHEN one call asks for a slot, willing to wait ten minutes
+    budget.acquire(max_wait=600)
+    # THEN it started at most MAX_BOOKINGS bookings, so it cost at most MAX_BOOKINGS * (ROUND_TRIPS + 1) UpdateItems
+    assert 1 <= len(taken) <= MAX_BOOKINGS
+    assert sum(taken) <= MAX_BOOKINGS * (ROUND_TRIPS + 1)
+    # AND the store calls it reports (BudgetStoreCalls) are every one its bookings took, no fewer, no more
+    assert events.total("store_calls") == sum(taken)
+
+
 def test_bookings_answered_after_their_slots_leave_the_environment_to_its_local_pace() -> None:
     # GIVEN a store whose every answer comes later than the one before it led to expect (0.1, 0.5, 0.9 s)
-    clock = Clock()
+    clock = SimulatedClock()
     store = ScriptedStore(clock, latency=lambda n: (0.1, 0.5, 0.9)[min(n, 3) - 1])
     events = Events()
     budget = scripted_gate(store, events)
@@ -419,7 +476,7 @@ def test_bookings_answered_after_their_slots_leave_the_environment_to_its_local_
 
 
 def test_a_store_slower_than_max_lead_leaves_the_environment_to_its_local_pace_at_once() -> None:
-    clock = Clock()
+    clock = SimulatedClock()
     store = ScriptedStore(clock, latency=lambda _: MAX_LEAD + 0.5)
     events = Events()
     budget = scripted_gate(store, events)
@@ -431,7 +488,7 @@ def test_a_store_slower_than_max_lead_leaves_the_environment_to_its_local_pace_a
 
 def test_a_call_that_leaves_late_moves_the_fleets_next_free_slot_back_by_the_excess() -> None:
     # GIVEN a call given its slot, which then stalls 80 ms before it leaves
-    clock = Clock()
+    clock = SimulatedClock()
     store = ScriptedStore(clock)
     budget = scripted_gate(store, Events())
     budget.spawn = lambda work: work()
@@ -445,7 +502,7 @@ def test_a_call_that_leaves_late_moves_the_fleets_next_free_slot_back_by_the_exc
 
 
 def test_a_call_that_leaves_on_time_moves_nothing() -> None:
-    clock = Clock()
+    clock = SimulatedClock()
     store = ScriptedStore(clock)
     budget = scripted_gate(store, Events())
     budget.spawn = lambda work: work()

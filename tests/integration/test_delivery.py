@@ -27,6 +27,7 @@ import time_machine
 from handler.zego import transport
 from handler.zego.client import RetryPolicy
 from kickout_dev.event_source import Batching, Delivery, Poller
+from kickout_dev.queues import queue_is_empty
 from kickout_dev.sandbox import (
     REGION,
     SERVER_SECRET,
@@ -137,16 +138,6 @@ def tally(outcome: Replay, delivery: Delivery, names: dict[str, str], copies: di
             outcome.failed_receives[name] += 1
         else:
             outcome.acknowledged[name] += 1
-
-
-def queue_is_empty(sqs: Any, queue_url: str) -> bool:
-    names = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-    counts = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
-    return all(int(count) == 0 for count in counts.values())
 
 
 class FaultyZego:

@@ -1,4 +1,4 @@
-"""The sandbox's retry backoff (kickout_dev.backoff): skipped, so that replays of many faults run fast, but counted
+"""The sandbox's retry backoff (kickout_dev.clock): skipped, so that replays of many faults run fast, but counted
 as time the invocation spent, so that what the tests show of deadlines still holds."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from handler.core.errors import ZegoUnavailable
 from handler.zego.client import RetryPolicy
-from kickout_dev.backoff import InstantBackoff
+from kickout_dev.clock import InstantBackoff
 from kickout_dev.sandbox import Sandbox
 from kickout_dev.zim_server import Fault
 from tests.conftest import Invoke

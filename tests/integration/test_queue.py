@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 import pytest
 
-from kickout_dev.events import sqs_event, sqs_record
+from kickout_dev.events import failed_ids, sqs_event, sqs_record
 from kickout_dev.sandbox import REGION, Sandbox
 from kickout_dev.zim_server import Fault
 from tests.conftest import Invoke, Printed
@@ -26,10 +26,6 @@ def kickout(room_id: str, *user_ids: str, **extra: str) -> str:
 def batch(**bodies: str) -> dict[str, Any]:
     """An SQS event whose message ids are the keyword names, so that results read by name."""
     return {"Records": [sqs_record(body, message_id=message_id) for message_id, body in bodies.items()]}
-
-
-def failed_ids(response: dict[str, Any]) -> set[str]:
-    return {failure["itemIdentifier"] for failure in response["batchItemFailures"]}
 
 
 def parked_by_source(box: Sandbox) -> dict[str, dict[str, Any]]:

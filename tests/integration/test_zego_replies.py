@@ -14,7 +14,7 @@ import pytest
 from handler.core.errors import ZegoUnavailable
 from handler.fleet import circuit
 from handler.zego.client import RetryPolicy
-from kickout_dev.events import api_event, sqs_record
+from kickout_dev.events import api_event, body_of, sqs_record
 from kickout_dev.sandbox import Sandbox
 from kickout_dev.zim_server import Fault
 from tests.conftest import Invoke, Printed
@@ -43,11 +43,6 @@ UNREADABLE: dict[str, bytes] = {
 def post(invoke: Invoke, *, timeout_seconds: float = 20.0) -> dict[str, Any]:
     response: dict[str, Any] = invoke(api_event(json.dumps(KICKOUT)), timeout_seconds=timeout_seconds)
     return response
-
-
-def body_of(response: dict[str, Any]) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(response["body"])
-    return body
 
 
 @pytest.mark.parametrize("body", UNREADABLE.values(), ids=UNREADABLE.keys())

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from kickout_dev.local_lambda import ROOT, Stack, Tools, Unavailable, build, find_tools, running
+from kickout_dev.build import ROOT, Tools, Unavailable, build, find_tools
+from kickout_dev.local_lambda import Stack, running
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kickout_dev.local_lambda import ROOT, Tools
+from kickout_dev.build import ROOT, Tools
 from tests.package.conftest import Built
 
 pytestmark = pytest.mark.package

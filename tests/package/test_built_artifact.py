@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from kickout_dev.build import FUNCTION, ROOT, Tools
 from kickout_dev.events import load_event, sqs_event, sqs_record
 from kickout_dev.local_http import LocalApi
-from kickout_dev.local_lambda import FUNCTION, ROOT, Stack, Tools, running
+from kickout_dev.local_lambda import Stack, running
 
 pytestmark = pytest.mark.package
 

@@ -20,6 +20,7 @@ from handler.core.ports import HttpReply, TransportFailure, ZegoUnwell
 from handler.fleet.pacing import Pacer
 from handler.zego import zim
 from handler.zego.client import RetryPolicy, ZimClient
+from kickout_dev.clock import SimulatedClock
 from kickout_dev.zim_server import parse_query
 
 GOOD = {"room_id": "lobby-7", "user_ids": ["u1"]}
@@ -142,23 +143,14 @@ class ScriptedZego:
         return [parse_query(url.partition("?")[2]) for url in self.urls]
 
 
-@dataclass
-class Clock:
-    now: float = 1_700_000_000.0
-    deadline: float = 1_700_000_020.0
-    slept: list[float] = field(default_factory=list)
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-    def remaining(self) -> float:
-        return self.deadline - self.now
-
-
 def client_for(
-    zego_answers: ScriptedZego, clock: Clock, secrets: Iterator[str] | None = None
+    zego_answers: ScriptedZego,
+    clock: SimulatedClock,
+    secrets: Iterator[str] | None = None,
+    *,
+    seconds_left: float = 20.0,
 ) -> tuple[ZimClient, list[bool]]:
+    """A client on the simulated clock, its invocation `seconds_left` from its deadline."""
     forced: list[bool] = []
     secret_values = secrets or itertools.repeat("secret-1")
 
@@ -172,8 +164,8 @@ def client_for(
         app_id=12345,
         read_secret=read_secret,
         send=zego_answers,
-        deadline=Deadline(clock.deadline, lambda: clock.now),
-        now=lambda: clock.now,
+        deadline=clock.deadline_in(seconds_left),
+        now=clock,
         new_nonce=lambda: next(nonces),
         sleep=clock.sleep,
         jitter=lambda: 1.0,
@@ -186,7 +178,7 @@ CALL = zim.KickoutCall("lobby-7", ("u1",))
 
 @pytest.mark.parametrize("code", [0, 660300001, 660300002])
 def test_done_and_nothing_to_do_end_at_the_first_answer(code: int) -> None:
-    zego_answers, clock = ScriptedZego([zego(code)]), Clock()
+    zego_answers, clock = ScriptedZego([zego(code)]), SimulatedClock()
     client, _ = client_for(zego_answers, clock)
     assert client.call(CALL).code == code
     assert len(zego_answers.urls) == 1
@@ -194,7 +186,7 @@ def test_done_and_nothing_to_do_end_at_the_first_answer(code: int) -> None:
 
 @pytest.mark.parametrize("code", [2, 3, 100000001, 660000011, 660000012, 660500002, 123456])
 def test_permanent_refusals_are_never_retried(code: int) -> None:
-    zego_answers, clock = ScriptedZego([zego(code), zego(0)]), Clock()
+    zego_answers, clock = ScriptedZego([zego(code), zego(0)]), SimulatedClock()
     client, _ = client_for(zego_answers, clock)
     with pytest.raises(ZegoRefused) as refused:
         client.call(CALL)
@@ -218,7 +210,7 @@ def test_permanent_refusals_are_never_retried(code: int) -> None:
     ],
 )
 def test_transient_failures_are_retried_with_a_fresh_signature(failure: HttpReply | TransportFailure) -> None:
-    zego_answers, clock = ScriptedZego([failure, failure, zego(0)]), Clock()
+    zego_answers, clock = ScriptedZego([failure, failure, zego(0)]), SimulatedClock()
     client, _ = client_for(zego_answers, clock)
     assert client.call(CALL).code == 0
     params = zego_answers.params
@@ -230,7 +222,7 @@ def test_transient_failures_are_retried_with_a_fresh_signature(failure: HttpRepl
 
 
 def test_backoff_is_jittered_below_its_ceiling() -> None:
-    zego_answers, clock = ScriptedZego([zego(1), zego(1), zego(0)]), Clock()
+    zego_answers, clock = ScriptedZego([zego(1), zego(1), zego(0)]), SimulatedClock()
     client, _ = client_for(zego_answers, clock)
     client.jitter = lambda: 0.25
     client.call(CALL)
@@ -238,7 +230,7 @@ def test_backoff_is_jittered_below_its_ceiling() -> None:
 
 
 def test_transient_failures_give_up_after_the_attempt_limit() -> None:
-    zego_answers, clock = ScriptedZego([zego(1)]), Clock()
+    zego_answers, clock = ScriptedZego([zego(1)]), SimulatedClock()
     client, _ = client_for(zego_answers, clock)
     with pytest.raises(ZegoUnavailable) as unavailable:
         client.call(CALL)
@@ -249,21 +241,21 @@ def test_transient_failures_give_up_after_the_attempt_limit() -> None:
 
 
 def test_rate_limited_failures_say_so() -> None:
-    client, _ = client_for(ScriptedZego([zego(660300006)]), Clock())
+    client, _ = client_for(ScriptedZego([zego(660300006)]), SimulatedClock())
     with pytest.raises(ZegoUnavailable) as unavailable:
         client.call(CALL)
     assert unavailable.value.rate_limited
 
 
 def test_http_429_counts_as_rate_limited() -> None:
-    client, _ = client_for(ScriptedZego([HttpReply(429, b"")]), Clock())
+    client, _ = client_for(ScriptedZego([HttpReply(429, b"")]), SimulatedClock())
     with pytest.raises(ZegoUnavailable) as unavailable:
         client.call(CALL)
     assert unavailable.value.rate_limited
 
 
 def test_timeouts_say_so() -> None:
-    client, _ = client_for(ScriptedZego([TransportFailure("slow", timed_out=True)]), Clock())
+    client, _ = client_for(ScriptedZego([TransportFailure("slow", timed_out=True)]), SimulatedClock())
     with pytest.raises(ZegoUnavailable) as unavailable:
         client.call(CALL)
     assert unavailable.value.timed_out
@@ -271,26 +263,26 @@ def test_timeouts_say_so() -> None:
 
 def test_retries_stop_before_the_lambda_deadline() -> None:
     # GIVEN 2.5 s left, 1.5 s of which are kept as the safety margin
-    zego_answers, clock = ScriptedZego([zego(1)]), Clock(deadline=1_700_000_002.5)
-    client, _ = client_for(zego_answers, clock)
+    zego_answers, clock = ScriptedZego([zego(1)]), SimulatedClock()
+    client, _ = client_for(zego_answers, clock, seconds_left=2.5)
     client.jitter = lambda: 1.0
     with pytest.raises(ZegoUnavailable):
         client.call(CALL)
     # THEN no request is given more time than is left, and no sleep runs past the margin
     assert all(timeout <= 1.0 for timeout in zego_answers.timeouts)
-    assert clock.remaining() >= RetryPolicy().safety_margin
+    assert client.deadline.remaining() >= RetryPolicy().safety_margin
 
 
 def test_no_request_is_sent_without_time_to_wait_for_it() -> None:
-    zego_answers, clock = ScriptedZego([zego(0)]), Clock(deadline=1_700_000_001.0)
-    client, _ = client_for(zego_answers, clock)
+    zego_answers, clock = ScriptedZego([zego(0)]), SimulatedClock()
+    client, _ = client_for(zego_answers, clock, seconds_left=1.0)
     with pytest.raises(OutOfTime):
         client.call(CALL)
     assert zego_answers.urls == []
 
 
 def test_an_expired_signature_is_signed_again_once_at_once() -> None:
-    zego_answers, clock = ScriptedZego([zego(100000004), zego(0)]), Clock()
+    zego_answers, clock = ScriptedZego([zego(100000004), zego(0)]), SimulatedClock()
     client, _ = client_for(zego_answers, clock)
     assert client.call(CALL).code == 0
     assert clock.slept == []
@@ -299,7 +291,7 @@ def test_an_expired_signature_is_signed_again_once_at_once() -> None:
 
 
 def test_an_expired_signature_twice_means_a_wrong_clock_and_is_transient() -> None:
-    zego_answers, clock = ScriptedZego([zego(100000004)]), Clock()
+    zego_answers, clock = ScriptedZego([zego(100000004)]), SimulatedClock()
     client, _ = client_for(zego_answers, clock)
     with pytest.raises(ZegoUnavailable, match="clock"):
         client.call(CALL)
@@ -308,7 +300,7 @@ def test_an_expired_signature_twice_means_a_wrong_clock_and_is_transient() -> No
 
 def test_an_invalid_signature_rereads_the_secret_once() -> None:
     # GIVEN the secret was rotated: the cached value is stale, a fresh read gives the new one
-    zego_answers, clock = ScriptedZego([zego(100000005), zego(0)]), Clock()
+    zego_answers, clock = ScriptedZego([zego(100000005), zego(0)]), SimulatedClock()
     client, forced = client_for(zego_answers, clock, secrets=iter(["stale", "rotated"]))
     assert client.call(CALL).code == 0
     assert forced == [False, True]
@@ -318,7 +310,7 @@ def test_an_invalid_signature_rereads_the_secret_once() -> None:
 
 
 def test_an_invalid_signature_after_a_fresh_read_is_permanent_and_says_why() -> None:
-    zego_answers, clock = ScriptedZego([zego(100000005)]), Clock()
+    zego_answers, clock = ScriptedZego([zego(100000005)]), SimulatedClock()
     client, forced = client_for(zego_answers, clock)
     with pytest.raises(ZegoRefused, match="ServerSecret or the AppId is wrong"):
         client.call(CALL)
@@ -327,7 +319,7 @@ def test_an_invalid_signature_after_a_fresh_read_is_permanent_and_says_why() -> 
 
 def test_a_plan_of_several_calls_reports_each() -> None:
     zego_answers = ScriptedZego([zego(0), zego(660300002), zego(0)])
-    client, _ = client_for(zego_answers, Clock())
+    client, _ = client_for(zego_answers, SimulatedClock())
     request = KickoutRequest.model_validate({**GOOD, "user_ids": [f"u{index}" for index in range(101)]})
     result = carry_out(request, client.call)
     assert result.kicked_user_ids == [f"u{index}" for index in range(50)] + ["u100"]
@@ -388,7 +380,7 @@ def test_users_shared_by_merged_messages_are_sent_once() -> None:
 
 def test_a_merged_result_is_split_back_per_message() -> None:
     zego_answers = ScriptedZego([zego(0)])
-    client, _ = client_for(zego_answers, Clock())
+    client, _ = client_for(zego_answers, SimulatedClock())
     group = coalesce([("a", request("lobby", "u1", "u2")), ("b", request("lobby", "u3"))])[0]
     merged = carry_out(group.request, client.call)
     assert merged.for_users(["u1", "u2"]).kicked_user_ids == ["u1", "u2"]
@@ -402,8 +394,8 @@ def test_a_merged_result_is_split_back_per_message() -> None:
 @pytest.mark.parametrize("answer", [zego(660300005), HttpReply(429, b"")])
 def test_any_rate_limit_answer_slows_the_pace(answer: HttpReply) -> None:
     # GIVEN a paced client whose first call is answered "over the rate limit" (as a ZEGO code or HTTP 429)
-    clock = Clock()
-    gate = Pacer(share=8, clock=lambda: clock.now, sleep=clock.sleep)
+    clock = SimulatedClock()
+    gate = Pacer(share=8, clock=clock, sleep=clock.sleep)
     client, _ = client_for(ScriptedZego([answer, zego(0)]), clock)
     client.pacer = gate
     # WHEN the call is retried to success
@@ -413,11 +405,11 @@ def test_any_rate_limit_answer_slows_the_pace(answer: HttpReply) -> None:
 
 
 def test_no_pacing_slot_before_the_deadline_is_out_of_time_and_asks_zego_nothing() -> None:
-    clock = Clock(deadline=1_700_000_003.0)
-    gate = Pacer(share=0.5, clock=lambda: clock.now, sleep=clock.sleep)
+    clock = SimulatedClock()
+    gate = Pacer(share=0.5, clock=clock, sleep=clock.sleep)
     assert gate.acquire(max_wait=0)  # someone took the slot: the next is 2 s away, past what is left
     zego_answers = ScriptedZego([zego(0)])
-    client, _ = client_for(zego_answers, clock)
+    client, _ = client_for(zego_answers, clock, seconds_left=3.0)
     client.pacer = gate
     with pytest.raises(OutOfTime, match="slot"):
         client.call(CALL)
@@ -426,17 +418,17 @@ def test_no_pacing_slot_before_the_deadline_is_out_of_time_and_asks_zego_nothing
 
 def test_only_the_attempt_after_a_rejected_signature_reads_the_secret_past_the_cache() -> None:
     zego_answers = ScriptedZego([zego(100000005), zego(1), zego(1), zego(0)])
-    client, forced = client_for(zego_answers, Clock())
+    client, forced = client_for(zego_answers, SimulatedClock())
     client.call(CALL)
     assert forced == [False, True, False, False]
 
 
 def test_running_out_of_time_after_zego_answered_reports_what_zego_said() -> None:
     # GIVEN ZEGO busy on the first attempt, and then no time left for a second
-    clock = Clock(deadline=1_700_000_003.0)
+    clock = SimulatedClock()
     zego_answers = ScriptedZego([zego(1), zego(0)])
-    client, _ = client_for(zego_answers, clock)
-    client.sleep = lambda seconds: setattr(clock, "now", clock.deadline - 1.6)  # the backoff ate the time
+    client, _ = client_for(zego_answers, clock, seconds_left=3.0)
+    client.sleep = lambda seconds: setattr(clock, "now", client.deadline.at - 1.6)  # the backoff ate the time
     # WHEN the call gives up
     with pytest.raises(ZegoUnavailable) as unavailable:
         client.call(CALL)
@@ -481,7 +473,7 @@ class RecordingCircuit:
 def test_every_attempt_tells_the_health_guard_whether_zego_served() -> None:
     # GIVEN ZEGO busy, then down, then over the rate limit, then answering
     circuit = RecordingCircuit()
-    client, _ = client_for(ScriptedZego([zego(1), HttpReply(503, b""), zego(660300005), zego(0)]), Clock())
+    client, _ = client_for(ScriptedZego([zego(1), HttpReply(503, b""), zego(660300005), zego(0)]), SimulatedClock())
     client.health = circuit
     # WHEN the call is retried to success
     assert client.call(CALL).code == 0
@@ -492,7 +484,7 @@ def test_every_attempt_tells_the_health_guard_whether_zego_served() -> None:
 @pytest.mark.parametrize("code", [660500002, 660300002])
 def test_a_refusal_or_nothing_to_do_comes_from_a_zego_that_serves(code: int) -> None:
     circuit = RecordingCircuit()
-    client, _ = client_for(ScriptedZego([zego(code)]), Clock())
+    client, _ = client_for(ScriptedZego([zego(code)]), SimulatedClock())
     client.health = circuit
     with contextlib.suppress(ZegoRefused):
         client.call(CALL)
@@ -501,7 +493,7 @@ def test_a_refusal_or_nothing_to_do_comes_from_a_zego_that_serves(code: int) -> 
 
 def test_an_open_circuit_asks_zego_nothing_and_says_when_to_come_back() -> None:
     zego_answers = ScriptedZego([zego(0)])
-    client, _ = client_for(zego_answers, Clock())
+    client, _ = client_for(zego_answers, SimulatedClock())
     client.health = RecordingCircuit(open_after=0)
     with pytest.raises(ZegoCircuitOpen) as circuit_open:
         client.call(CALL)
@@ -512,7 +504,7 @@ def test_an_open_circuit_asks_zego_nothing_and_says_when_to_come_back() -> None:
 def test_a_circuit_opened_by_this_request_reports_what_zego_said() -> None:
     # GIVEN ZEGO busy on the first attempt, after which the circuit opens
     zego_answers = ScriptedZego([zego(1), zego(0)])
-    client, _ = client_for(zego_answers, Clock())
+    client, _ = client_for(zego_answers, SimulatedClock())
     client.health = RecordingCircuit(open_after=1)
     # WHEN the call gives up at once
     with pytest.raises(ZegoUnavailable) as unavailable:
@@ -537,7 +529,7 @@ UNREADABLE_REPLIES = {
 @pytest.mark.parametrize("body", UNREADABLE_REPLIES.values(), ids=UNREADABLE_REPLIES.keys())
 def test_an_unreadable_reply_is_retried_with_backoff_and_counts_against_zegos_health(body: bytes) -> None:
     # GIVEN ZEGO answering 200 with something that is not its envelope, twice, then properly
-    circuit, clock = RecordingCircuit(), Clock()
+    circuit, clock = RecordingCircuit(), SimulatedClock()
     client, _ = client_for(ScriptedZego([HttpReply(200, body), HttpReply(200, body), zego(0)]), clock)
     client.health = circuit
     # WHEN the call is made THEN it is retried as a transport failure, with backoff, to success
@@ -550,7 +542,7 @@ def test_an_unreadable_reply_is_retried_with_backoff_and_counts_against_zegos_he
 @pytest.mark.parametrize("body", UNREADABLE_REPLIES.values(), ids=UNREADABLE_REPLIES.keys())
 def test_unreadable_replies_every_time_end_as_zego_unavailable_not_as_a_refusal(body: bytes) -> None:
     zego_answers = ScriptedZego([HttpReply(200, body)])
-    client, _ = client_for(zego_answers, Clock())
+    client, _ = client_for(zego_answers, SimulatedClock())
     with pytest.raises(ZegoUnavailable) as unavailable:
         client.call(CALL)
     assert type(unavailable.value) is ZegoUnavailable
@@ -564,7 +556,7 @@ def test_unreadable_replies_every_time_end_as_zego_unavailable_not_as_a_refusal(
 class SlowCircuit(RecordingCircuit):
     """A circuit whose store read takes `read_seconds` of the invocation's time before each attempt."""
 
-    clock: Clock = field(default_factory=Clock)
+    clock: SimulatedClock = field(default_factory=SimulatedClock)
     read_seconds: float = 0.0
 
     def guard(self, attempt: Callable[[], Outcome], deadline: Deadline) -> Outcome:
@@ -574,9 +566,9 @@ class SlowCircuit(RecordingCircuit):
 
 def test_a_request_is_given_what_is_left_when_it_is_sent_not_before_the_circuits_read() -> None:
     # GIVEN 6 s left, and a circuit whose store read takes 3 s (a slow store, a starved CPU)
-    clock = Clock(deadline=1_700_000_006.0)
+    clock = SimulatedClock()
     zego_answers = ScriptedZego([zego(0)])
-    client, _ = client_for(zego_answers, clock)
+    client, _ = client_for(zego_answers, clock, seconds_left=6.0)
     client.health = SlowCircuit(clock=clock, read_seconds=3.0)
     # WHEN the call is made
     client.call(CALL)
@@ -586,10 +578,10 @@ def test_a_request_is_given_what_is_left_when_it_is_sent_not_before_the_circuits
 
 def test_no_time_left_once_the_turn_comes_is_out_of_time_zego_not_asked_nothing_counted() -> None:
     # GIVEN 3 s left, and a circuit read that takes 1.2 s of it (leaving 0.3 s after the safety margin)
-    clock = Clock(deadline=1_700_000_003.0)
+    clock = SimulatedClock()
     zego_answers = ScriptedZego([zego(0)])
     circuit = SlowCircuit(clock=clock, read_seconds=1.2)
-    client, _ = client_for(zego_answers, clock)
+    client, _ = client_for(zego_answers, clock, seconds_left=3.0)
     client.health = circuit
     # WHEN the call is made THEN no request too short to be answered goes out: OutOfTime, not a ZEGO timeout
     with pytest.raises(OutOfTime):
@@ -601,7 +593,7 @@ def test_no_time_left_once_the_turn_comes_is_out_of_time_zego_not_asked_nothing_
 
 def test_a_pacing_slot_that_comes_late_is_out_of_time_not_a_short_request() -> None:
     # GIVEN a pacer that grants its slot only after 1.4 s of a 3 s invocation (a slow budget store)
-    clock = Clock(deadline=1_700_000_003.0)
+    clock = SimulatedClock()
 
     @dataclass
     class LatePacer:
@@ -614,7 +606,7 @@ def test_a_pacing_slot_that_comes_late_is_out_of_time_not_a_short_request() -> N
         def speed_up(self) -> None: ...
 
     zego_answers = ScriptedZego([zego(0)])
-    client, _ = client_for(zego_answers, clock)
+    client, _ = client_for(zego_answers, clock, seconds_left=3.0)
     client.pacer = LatePacer()
     with pytest.raises(OutOfTime):
         client.call(CALL)
@@ -623,9 +615,9 @@ def test_a_pacing_slot_that_comes_late_is_out_of_time_not_a_short_request() -> N
 
 def test_a_timeout_cut_short_by_the_deadline_says_nothing_of_zegos_health() -> None:
     # GIVEN 3 s left: a request may take 1.5 s, less than the policy's 5 s; ZEGO does not answer in it
-    clock = Clock(deadline=1_700_000_003.0)
+    clock = SimulatedClock()
     circuit = RecordingCircuit()
-    client, _ = client_for(ScriptedZego([TransportFailure("slow", timed_out=True)]), clock)
+    client, _ = client_for(ScriptedZego([TransportFailure("slow", timed_out=True)]), clock, seconds_left=3.0)
     client.health = circuit
     # WHEN the call gives up
     with pytest.raises(ZegoUnavailable) as unavailable:
@@ -638,7 +630,7 @@ def test_a_timeout_cut_short_by_the_deadline_says_nothing_of_zegos_health() -> N
 def test_a_timeout_of_the_full_request_time_counts_against_zego() -> None:
     circuit = RecordingCircuit()
     zego_answers = ScriptedZego([TransportFailure("slow", timed_out=True), zego(0)])
-    client, _ = client_for(zego_answers, Clock())
+    client, _ = client_for(zego_answers, SimulatedClock())
     client.health = circuit
     assert client.call(CALL).code == 0
     assert zego_answers.timeouts[0] == RetryPolicy().request_timeout

@@ -5,29 +5,25 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from handler.fleet.pacing import Pacer
+from kickout_dev.clock import SimulatedClock
 
 
-@dataclass
-class FakeClock:
-    now: float = 100.0
-    sent: list[float] = field(default_factory=list)
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
+def new_clock() -> SimulatedClock:
+    # Near 0, not at the clock's usual start: the 1e-9 a window check allows is finer than a float's step at 1.8e9.
+    return SimulatedClock(now=100.0)
 
 
-def pacer(share: float, clock: FakeClock) -> Pacer:
-    return Pacer(share=share, clock=lambda: clock.now, sleep=clock.sleep)
+def pacer(share: float, clock: SimulatedClock) -> Pacer:
+    return Pacer(share=share, clock=clock, sleep=clock.sleep)
 
 
-def send_times(gate: Pacer, clock: FakeClock, count: int) -> list[float]:
+def send_times(gate: Pacer, clock: SimulatedClock, count: int) -> list[float]:
     times = []
     for _ in range(count):
         assert gate.acquire(max_wait=60)
@@ -37,7 +33,7 @@ def send_times(gate: Pacer, clock: FakeClock, count: int) -> list[float]:
 
 @given(share=st.floats(0.5, 50), count=st.integers(2, 200))
 def test_no_one_second_window_holds_more_than_the_share(share: float, count: int) -> None:
-    clock = FakeClock()
+    clock = new_clock()
     times = send_times(pacer(share, clock), clock, count)
     for start in times:
         in_window = [time for time in times if start <= time < start + 1.0 - 1e-9]  # float noise aside
@@ -45,14 +41,14 @@ def test_no_one_second_window_holds_more_than_the_share(share: float, count: int
 
 
 def test_calls_are_spaced_by_one_over_the_share() -> None:
-    clock = FakeClock()
+    clock = new_clock()
     times = send_times(pacer(9, clock), clock, 10)
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert gaps == pytest.approx([1 / 9] * 9)
 
 
 def test_a_slot_later_than_the_caller_can_wait_is_refused_and_not_taken() -> None:
-    clock = FakeClock()
+    clock = new_clock()
     gate = pacer(1, clock)
     assert gate.acquire(max_wait=0)
     assert not gate.acquire(max_wait=0.5)  # the next slot is 1 s away
@@ -61,7 +57,7 @@ def test_a_slot_later_than_the_caller_can_wait_is_refused_and_not_taken() -> Non
 
 
 def test_a_rate_limit_answer_halves_the_rate_once_a_second_at_most() -> None:
-    clock = FakeClock()
+    clock = new_clock()
     gate = pacer(8, clock)
     gate.slow_down()
     gate.slow_down()  # the same second: one signal
@@ -72,7 +68,7 @@ def test_a_rate_limit_answer_halves_the_rate_once_a_second_at_most() -> None:
 
 
 def test_the_rate_never_falls_below_its_floor() -> None:
-    clock = FakeClock()
+    clock = new_clock()
     gate = pacer(8, clock)
     for _ in range(20):
         gate.slow_down()
@@ -81,7 +77,7 @@ def test_the_rate_never_falls_below_its_floor() -> None:
 
 
 def test_successes_bring_the_rate_back_to_the_share_and_no_further() -> None:
-    clock = FakeClock()
+    clock = new_clock()
     gate = pacer(8, clock)
     gate.slow_down()
     for _ in range(4):

@@ -87,14 +87,14 @@ class ServerSecret:
         return value
 
 
-def server_secret_from(secret_string: str | bytes) -> str:
+def server_secret_from(stored: str | bytes) -> str:
     """Accept both shapes users store: the bare ServerSecret, or JSON `{"ServerSecret": "..."}`; as text or binary."""
-    if isinstance(secret_string, bytes):
+    if isinstance(stored, bytes):
         try:
-            secret_string = secret_string.decode()
+            stored = stored.decode()
         except UnicodeDecodeError:
             raise SecretUnavailable("the secret is binary and not UTF-8 text") from None
-    text = secret_string.strip()
+    text = stored.strip()
     if text.startswith("{"):
         try:
             document = json.loads(text)

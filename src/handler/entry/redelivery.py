@@ -75,7 +75,7 @@ class Redelivered:
 
 def redeliver(plan: Plan, deadline: Deadline, workers: Executor, kickouts: Kickouts) -> Redelivered:
     """Defer, park and hide as `plan` says, in SQS batch calls side by side; each failure logged and counted."""
-    queue_url, dlq_url, unconfigured = _queues(kickouts)
+    queue_url, dlq_url, unconfigured = _queue_urls(kickouts)
     sqs = kickouts.sqs
     batches: list[Batch[tuple[str, str]]] = []
     if plan.defer and queue_url is not None:
@@ -87,7 +87,7 @@ def redeliver(plan: Plan, deadline: Deadline, workers: Executor, kickouts: Kicko
             _parking_failed(parking, unconfigured or "KICKOUT_DLQ_URL is not set")
     by_queue: dict[str, list[Entry[tuple[str, str]]]] = {}
     for record in plan.hide:
-        by_queue.setdefault(record.event_source_arn, []).append(_backoff(record))
+        by_queue.setdefault(record.event_source_arn, []).append(_hiding(record))
     batches += [
         Batch(partial(_change_visibility_batch, sqs, _queue_url(sqs, arn)), entries)
         for arn, entries in by_queue.items()
@@ -107,13 +107,13 @@ def redeliver(plan: Plan, deadline: Deadline, workers: Executor, kickouts: Kicko
     return done
 
 
-def _queues(kickouts: Kickouts) -> tuple[str | None, str | None, str | None]:
+def _queue_urls(kickouts: Kickouts) -> tuple[str | None, str | None, str | None]:
     """The kickout queue's and the DLQ's URLs, or why the configuration gives neither."""
     try:
-        config = kickouts.settings()
+        settings = kickouts.settings()
     except ConfigurationError as error:
         return None, None, str(error)
-    return config.queue_url, config.dlq_url, None
+    return settings.queue_url, settings.dlq_url, None
 
 
 def _report(plan: Plan, done: Redelivered, failed: Mapping[tuple[str, str], str]) -> None:
@@ -240,7 +240,8 @@ def _original_attributes(record: SQSRecord) -> dict[str, dict[str, Any]]:
     return attributes
 
 
-def _backoff(record: SQSRecord) -> Entry[tuple[str, str]]:
+def _hiding(record: SQSRecord) -> Entry[tuple[str, str]]:
+    """The visibility change that hides `record` for its backoff."""
     return Entry(
         key=("hide", record.message_id),
         request={"ReceiptHandle": record.receipt_handle, "VisibilityTimeout": backoff_seconds(receive_count(record))},

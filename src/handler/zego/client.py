@@ -25,7 +25,8 @@ class _Failure:
     timed_out: bool = False
     rate_limited: bool = False
 
-    def giving_up(self, attempts: int) -> ZegoUnavailable:
+    def unavailable_after(self, attempts: int) -> ZegoUnavailable:
+        """The error that ends the call once `attempts` attempts have failed, the last with this failure."""
         return ZegoUnavailable(
             f"{self.detail}; gave up after {attempts} attempts",
             reply=self.reply,
@@ -107,7 +108,7 @@ class ZimClient:
                 if state.last_failure is None:
                     raise
                 # ZEGO was asked already: what it said is the news, not that there is no time for another try.
-                raise state.last_failure.giving_up(state.attempts - 1) from None
+                raise state.last_failure.unavailable_after(state.attempts - 1) from None
             self._adjust_pace(outcome)
             match self._judge(outcome, state):
                 case _Final(reply=reply):
@@ -121,7 +122,7 @@ class ZimClient:
                     delay = self._backoff(state.attempts)
                     time_left = self.deadline.remaining() - self.policy.safety_margin
                     if state.attempts >= self.policy.max_attempts or delay + self.policy.min_request_time > time_left:
-                        raise failure.giving_up(state.attempts)
+                        raise failure.unavailable_after(state.attempts)
                     self.sleep(delay)
 
     def _wait_for_turn(self) -> None:
@@ -203,7 +204,7 @@ class ZimClient:
             if state.last_failure is None:
                 raise
             # This request asked ZEGO already (maybe its failure tripped the circuit): what ZEGO said is the news.
-            raise state.last_failure.giving_up(state.attempts - 1) from None
+            raise state.last_failure.unavailable_after(state.attempts - 1) from None
 
     def _attempt(self, call: zim.KickoutCall, server_secret: str, *, timeout: float) -> zim.Reply | _Failure:
         # Every attempt is a new signed request: fresh nonce, fresh timestamp.
