@@ -453,3 +453,39 @@ def test_a_call_that_leaves_on_time_moves_nothing() -> None:
     clock.now += MAX_LATENESS / 2
     departing()
     assert store.pushed_back == []
+
+
+def test_calls_announced_together_are_booked_as_one_block_in_one_write(table: str) -> None:
+    # GIVEN an API lane told that ten calls of one request are about to ask (on the real clock, moto's table)
+    bookings: list[int] = []
+
+    @dataclass(frozen=True)
+    class Counting:
+        inner: DynamoSlotBook
+
+        def book(self, count: int, interval: float, ask: Ask) -> Booked | Busy:
+            bookings.append(count)
+            return self.inner.book(count, interval, ask)
+
+        def push_back(self, seconds: float, ask: Ask) -> None:
+            self.inner.push_back(seconds, ask)
+
+    budget = FleetBudget(book=Counting(slot_book(table)), limit=400, lane=Lane.API, fallback=Pacer(share=1))
+    granted: list[float] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        assert budget.acquire(max_wait=10)
+        with lock:
+            granted.append(time.time())
+
+    budget.expect(10)
+    # WHEN they ask one after another, as threads started in turn do
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    # THEN the first booked for all ten, in one store call, and each was granted a slot of it
+    assert bookings == [10]
+    assert len(granted) == 10
