@@ -207,7 +207,7 @@ def measure_api_path(report: Report, repeats: int = 10, log: Callable[[str], Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--repeats", type=int, default=10)
     arguments = parser.parse_args(argv)
     report = Report()

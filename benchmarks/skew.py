@@ -72,7 +72,9 @@ def measure_skew(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--offsets", default=",".join(map(str, OFFSETS_MS)), help="ms, comma separated")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each offset (default 1)")
     parser.add_argument("--cpu-share", type=float, nargs="?", const=LAMBDA_SHARE_256_MB, help="as benchmarks.fleet")

@@ -92,7 +92,9 @@ class ZimProcess:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--max-requests-per-second", type=int)
     args = parser.parse_args(argv)
