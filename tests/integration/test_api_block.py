@@ -42,8 +42,9 @@ def test_a_500_user_request_books_its_ten_calls_at_once_and_sends_them_side_by_s
     assert len({kickout.nonce for kickout in box.zim.kickouts}) == 10
     assert box.zim.refusals == []
     assert box.zim.max_in_flight > 1
-    # AND the ten slots cost the budget one conditional write, and the audit counted each call
-    assert printed.metric("BudgetStoreCalls") == 1
+    # AND the ten slots cost the budget one conditional write (a few more only if a loaded machine woke a call past
+    # its slot, which then books again; one at a time, they cost ten), and the audit counted each call
+    assert printed.metric("BudgetStoreCalls") <= 3
     assert printed.metric("ZegoCalls") == 10
     assert printed.metric("UsersPerCall") == 500
 

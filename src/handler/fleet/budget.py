@@ -233,10 +233,11 @@ class FleetBudget:
         _granted.grant = None
         started = self.clock()
         call = _Call(deadline=started + max_wait)
-        with self._lock:
-            self._coming = max(0, self._coming - 1)  # this call is asking now: it counts among the waiting
+        asking = True
         while True:
             with self._lock:
+                if asking:  # this call asks now: it counts among the waiting, no longer among those coming
+                    self._coming, asking = max(0, self._coming - 1), False
                 self._waiting += 1
                 try:
                     slot = self._take(call)
