@@ -18,6 +18,8 @@
 8. a slow store (benchmarks.slow_store): an API request and a queue batch with every DynamoDB call 10-500 ms late:
    invocation times, the share of users kicked, refusals
 9. clocks apart (benchmarks.skew): two queue environments whose clocks differ by 0-100 ms, refusals for rate
+10. the API path (benchmarks.api_path): 1, 50 and 500 users alone and during a queue backlog, ZEGO at 100 ms a
+   call: latency p50/p99 and store round trips per call, the calls side by side / one at a time
 
 What it starts (a moto server, the stand-in, child interpreters) it stops by handle; it leaves nothing behind
 but the table it prints. Not a test: nothing here asserts a time.
@@ -48,6 +50,7 @@ from typing import Any
 
 import boto3
 
+from benchmarks.api_path import measure_api_path
 from benchmarks.cpu_share import LAMBDA_SHARE_256_MB
 from benchmarks.fleet import measure_fleet
 from benchmarks.report import ROOT, BenchError, Report, Row, log, print_table
@@ -780,6 +783,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         measure_outage(report)
         measure_slow_store(report)
         measure_skew(report)
+        measure_api_path(report)
     finally:
         _thaw(work)
         shutil.rmtree(work, ignore_errors=True)

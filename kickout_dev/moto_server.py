@@ -31,7 +31,10 @@ one; its queue operations take one lock. moto applies a conditional UpdateItem a
 with nothing to stop two server threads (or two test threads under mock_aws) from interleaving them: both see the
 same `next_slot`, both are granted it, and the rate budget hands one slot to two calls. DynamoDB never does. One
 lock around moto's item writes keeps the promise the function relies on, so a test that finds a slot
-double-booked has found a bug in the function.
+double-booked has found a bug in the function. The lock holds each write request whole, its answer included:
+moto's handler reads the item's old image before the write and builds `ReturnValues` from the live item after it,
+so with the lock around the backend's write alone, a second write landing in between showed up in the first's
+UPDATED_NEW (two bookings answered the same `next_slot`, the same slot handed to two calls, under CPU load).
 
 Receiving from a queue of n messages costs moto n² (every queue attribute counted for each message received) and
 2n clock reads: both are cut to what they need (`_retained`, `_VisibleMessages`), so a replay of 1000 takes
@@ -78,6 +81,9 @@ _SQS_WRITES = (
 """moto's queue operations that change a queue: moto rebuilds a queue's message list on a delete, so two at once
 (two pollers, a server's two threads) can lose one, and the message comes back after its visibility timeout. One
 lock, as SQS is one service; no one here long-polls (WaitTimeSeconds > 0 would hold it while it waits)."""
+_DYNAMODB_WRITES = ("update_item", "put_item", "delete_item", "transact_write_items")
+"""moto's DynamoDB writes, each taken under `_lock` (an RLock: the request's handler holds it around the backend's
+write, which takes it again for whoever calls the backend directly)."""
 _knobs_lock = threading.Lock()
 _latency: dict[str, float] = {}
 _counters: list[Counter[str]] = []
@@ -117,11 +123,14 @@ def make_moto_like_aws() -> None:
 
 
 def make_dynamodb_updates_atomic() -> None:
-    """Wrap moto's DynamoDB item writes in one lock (idempotent)."""
+    """Wrap moto's DynamoDB item writes in one lock (idempotent): each request whole, from the item it reads first
+    to the answer it builds last, not only the backend's write (see the module's docstring)."""
     from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.responses import DynamoHandler
 
-    for name in ("update_item", "put_item", "delete_item", "transact_write_items"):
+    for name in _DYNAMODB_WRITES:
         _wrap(DynamoDBBackend, name, _serialised)
+        _wrap(DynamoHandler, name, _serialised)
 
 
 def _wrap(cls: type[Any], name: str, wrapper: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:

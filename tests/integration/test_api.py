@@ -86,9 +86,10 @@ def test_more_than_50_users_become_several_zego_calls_of_at_most_50_each_user_on
     # WHEN they are kicked
     response = invoke(post(payload))
 
-    # THEN ZEGO gets calls of at most 50 users that together hold every user exactly once, in order
+    # THEN ZEGO gets calls of at most 50 users that together hold every user exactly once, in order (the calls go
+    # out side by side: ZEGO may see them in any order)
     assert response["statusCode"] == 200
-    calls = [kickout.user_ids for kickout in box.zim.kickouts]
+    calls = sorted(kickout.user_ids for kickout in box.zim.kickouts)
     assert len(calls) == 3
     assert all(len(call) <= 50 for call in calls)
     assert [user for call in calls for user in call] == users

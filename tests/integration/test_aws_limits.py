@@ -3,6 +3,8 @@ with the error code boto3 raises against AWS; and the latency and call-count kno
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -223,3 +225,40 @@ def test_the_moto_server_process_holds_the_same_limits_and_takes_its_latency_fro
         for _ in range(3):
             sqs.send_message(QueueUrl=url, MessageBody="slow")
         assert time.monotonic() - began >= 3 * 0.1
+
+
+def test_concurrent_conditional_updates_each_answer_their_own_new_value(bare_moto: None) -> None:
+    # GIVEN moto's DynamoDB under mock_aws, and threads switched as often as the interpreter can (a loaded CPU)
+    client = boto3.client("dynamodb", region_name=REGION)
+    table = create_state_table(client)
+    answers: list[int] = []
+    lock = threading.Lock()
+
+    def increments() -> None:
+        own = boto3.client("dynamodb", region_name=REGION)
+        for _ in range(50):
+            answer = own.update_item(
+                TableName=table,
+                Key={"id": {"S": "counter"}},
+                UpdateExpression="SET n = if_not_exists(n, :zero) + :one",
+                ConditionExpression="attribute_not_exists(n) OR n >= :zero",
+                ExpressionAttributeValues={":zero": {"N": "0"}, ":one": {"N": "1"}},
+                ReturnValues="UPDATED_NEW",
+            )
+            with lock:
+                answers.append(int(answer["Attributes"]["n"]["N"]))
+
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=increments) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        sys.setswitchinterval(switching)
+    # WHEN 400 increments raced each other
+    # THEN each was answered the value it wrote, as DynamoDB answers: 1 to 400, each once (the budget's slots are
+    # read off these answers; one answered another's value hands one slot to two calls)
+    assert sorted(answers) == list(range(1, 401))

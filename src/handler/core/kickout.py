@@ -30,25 +30,44 @@ def plan(request: KickoutRequest) -> KickoutPlan:
     return KickoutPlan(calls=calls, reason_truncated=bool(request.reason) and reason != request.reason)
 
 
-def carry_out(request: KickoutRequest, call_zego: Callable[[zim.KickoutCall], zim.Reply]) -> KickoutResult:
-    """The request's plan, one ZEGO call at a time through `call_zego`; the first call that fails stops the rest."""
-    kickout_plan = plan(request)
-    reports: list[CallReport] = []
-    for call in kickout_plan.calls:
+CallZego = Callable[[zim.KickoutCall], zim.Reply]
+"""One ZEGO call made final (ZimClient.call): its reply, or KickoutError."""
+SendAll = Callable[[CallZego, Sequence[zim.KickoutCall]], Sequence[zim.Reply | KickoutError]]
+"""How a plan's calls are made: each call's reply or failure, in the plan's order (fewer when it stopped early)."""
+
+
+def one_at_a_time(call_zego: CallZego, calls: Sequence[zim.KickoutCall]) -> list[zim.Reply | KickoutError]:
+    """The calls one after another; the first that fails stops the rest."""
+    outcomes: list[zim.Reply | KickoutError] = []
+    for call in calls:
         try:
-            reply = call_zego(call)
+            outcomes.append(call_zego(call))
         except KickoutError as error:
-            error.completed = reports  # those users are kicked all the same: the caller must be able to know
-            raise
-        reports.append(
-            CallReport(
-                user_ids=list(call.user_ids),
-                code=reply.code,
-                message=reply.message,
-                request_id=reply.request_id,
-                outcome=reply.code_class,
-            )
+            outcomes.append(error)
+            break
+    return outcomes
+
+
+def carry_out(request: KickoutRequest, call_zego: CallZego, send_all: SendAll = one_at_a_time) -> KickoutResult:
+    """The request's plan, its calls made through `call_zego` as `send_all` makes them (one at a time, or side by
+    side); raises the first failure in the plan's order, with every call that was answered in `completed`."""
+    kickout_plan = plan(request)
+    outcomes = send_all(call_zego, kickout_plan.calls)
+    reports = [
+        CallReport(
+            user_ids=list(call.user_ids),
+            code=reply.code,
+            message=reply.message,
+            request_id=reply.request_id,
+            outcome=reply.code_class,
         )
+        for call, reply in zip(kickout_plan.calls, outcomes, strict=False)
+        if not isinstance(reply, KickoutError)
+    ]
+    failure = next((outcome for outcome in outcomes if isinstance(outcome, KickoutError)), None)
+    if failure is not None:
+        failure.completed = reports  # those users are kicked all the same: the caller must be able to know
+        raise failure
     return KickoutResult.from_calls(request.room_id, reports, reason_truncated=kickout_plan.reason_truncated)
 
 

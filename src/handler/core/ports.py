@@ -33,6 +33,10 @@ class RateGate(Protocol):
         """Wait for this call's turn; False when it would come later than `max_wait` seconds."""
         ...
 
+    def expect(self, calls: int) -> None:
+        """`calls` calls of one request are about to ask at once: the next booking takes slots for them all."""
+        ...
+
     def slow_down(self) -> None:
         """ZEGO answered "over the rate limit"."""
         ...

@@ -7,23 +7,53 @@ settings, the SQS client. The adapters (api, queue, direct) know nothing else of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handler.aws.observability import MetricName, emit
+from handler.aws.observability import MetricName, emit, in_current_trace
 from handler.aws.settings import Settings
 from handler.core.deadline import Deadline
-from handler.core.kickout import carry_out
+from handler.core.errors import KickoutError
+from handler.core.kickout import CallZego, carry_out, one_at_a_time
 from handler.core.models import KickoutRequest, KickoutResult
 from handler.entry import audit
 from handler.fleet.budget import Lane
+from handler.zego import transport, zim
 from handler.zego.client import ZimClient
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
+
+
+_side_by_side = ThreadPoolExecutor(max_workers=transport.POOL_SIZE, thread_name_prefix="kickout-call")
+"""The calls of one API request at once: at most 10 (500 users), one connection of the pool each."""
+
+
+def side_by_side(
+    client: ZimClient, call_zego: CallZego, calls: Sequence[zim.KickoutCall]
+) -> list[zim.Reply | KickoutError]:
+    """The calls at once, each on a thread of its own under the invocation's trace, their slots booked as one block
+    (`expect`): each still signed with its own nonce and timestamp, retried and guarded by the circuit on its own,
+    each answer kept. All are sent, whichever fails: they leave within one block's half second of one another, so
+    a failure is known only once the others are on their way (kicking is idempotent: a retry harms nothing)."""
+    client.expect(len(calls))
+    if len(calls) <= 1:
+        return one_at_a_time(call_zego, calls)
+
+    def one(call: zim.KickoutCall) -> zim.Reply | KickoutError:
+        try:
+            return call_zego(call)
+        except KickoutError as error:
+            return error
+
+    running = [_side_by_side.submit(in_current_trace(partial(one, call))) for call in calls]
+    wait(running)  # all of them, even when one raised (a bug): no call may still be on its way once this returns
+    return [future.result() for future in running]
 
 
 def deadline_of(context: LambdaContext, *, at_most: float | None = None) -> Deadline:
@@ -58,7 +88,13 @@ class Kickouts:
 
     def send_calls(self, request: KickoutRequest, deadline: Deadline, lane: Lane) -> KickoutResult:
         """The ZEGO calls of one request, unaudited; raises KickoutError or ConfigurationError."""
-        result = carry_out(request, self.zim_client(lane, deadline).call)
+        client = self.zim_client(lane, deadline)
+        if lane is Lane.API:
+            result = carry_out(request, client.call, partial(side_by_side, client))
+        else:
+            # A queue batch's calls already go out side by side, one message's (or merged group's) on each of the
+            # pool's threads, and its lane books for every thread waiting: a message's own calls go in turn.
+            result = carry_out(request, client.call)
         for call in result.calls:
             emit(MetricName.USERS_PER_CALL, len(call.user_ids))
         return result

@@ -5,7 +5,8 @@ every call books a slot first: a moment at which it may leave. Slots lie `1 / (l
 one timeline, kept as one item of KickoutStateTable (`next_slot`, the first slot nobody holds). A booking is one
 atomic UpdateItem, `next_slot = next_slot + count * interval`: DynamoDB applies concurrent updates one after the
 other, so no two calls ever hold the same slot, and a busy budget has no race to lose and nothing to retry. One
-round trip books a block: as many slots as this environment has calls waiting.
+round trip books a block: as many slots as this environment has calls waiting, or has been told are coming (the
+calls of one API request, sent side by side: `expect`).
 
 Why slots rather than leased shares of the rate (Doorman): a lease must be sized before the demand is known, so
 an idle API's lease is wasted and a 500-user API request outgrows it; slots go to whoever asks, in order, and a
@@ -208,6 +209,8 @@ class FleetBudget:
     _round_trip: RoundTrip = field(init=False, default_factory=RoundTrip)
     _expect_idle: bool = field(init=False, default=True)
     """This lane's last booking found the budget idle: the next one tries to start a new run first."""
+    _coming: int = field(init=False, default=0)
+    """Calls announced by `expect` that have not yet asked: the next booking books for them too."""
     _widen: float = field(init=False, default=1.0)
     _lock: threading.Condition = field(init=False, default_factory=threading.Condition)
 
@@ -216,13 +219,25 @@ class FleetBudget:
         """Seconds between two slots of the fleet, as this environment books them (wider after a rate limit)."""
         return self._widen / (self.limit * (1 - self.margin))
 
+    def expect(self, calls: int) -> None:
+        """`calls` calls of one request are about to ask side by side: the first to ask books for them all, one
+        conditional write for the block (threads started one after another would otherwise book 1, then the rest).
+
+        Set, not added: each request announces its own (an announced call that never asks, its secret unreadable,
+        leaves at most one request's slots to the reserve, used by the next call or dropped as stale)."""
+        with self._lock:
+            self._coming = max(0, min(calls, self._max_block()))
+
     def acquire(self, max_wait: float) -> bool:
         """Wait for this call's slot; False (and no slot used) when none comes within `max_wait` seconds."""
         _granted.grant = None
         started = self.clock()
         call = _Call(deadline=started + max_wait)
+        asking = True
         while True:
             with self._lock:
+                if asking:  # this call asks now: it counts among the waiting, no longer among those coming
+                    self._coming, asking = max(0, self._coming - 1), False
                 self._waiting += 1
                 try:
                     slot = self._take(call)
@@ -351,7 +366,8 @@ class FleetBudget:
 
     def _start_booking(self, deadline: float) -> _Booking:
         """Book one block for every thread now waiting, on a thread of its own; called with the lock held."""
-        count = min(self._waiting, self._max_block())
+        count = min(self._waiting + self._coming, self._max_block())
+        self._coming = max(0, self._coming - max(0, count - self._waiting))
         interval = self.interval
         # The queue's whole block, not only its first slot, must lie within the horizon: an API call then never
         # waits for more than the horizon's worth of queue work.

@@ -45,6 +45,9 @@ class Pacer:
             self.sleep(wait)
         return True
 
+    def expect(self, calls: int) -> None:
+        """Nothing to book ahead: each call takes the next slot of the local pace."""
+
     def slow_down(self) -> None:
         """Halve the rate, once a second at most: concurrent calls refused together are one signal, not ten."""
         with self._lock:

@@ -125,6 +125,11 @@ class ZimClient:
                         raise failure.unavailable_after(state.attempts)
                     self.sleep(delay)
 
+    def expect(self, calls: int) -> None:
+        """`calls` calls are about to be made at once, side by side: their slots are booked as one block."""
+        if self.pacer is not None:
+            self.pacer.expect(calls)
+
     def _wait_for_turn(self) -> None:
         """Wait for a pacing slot that leaves time for a request before the invocation's deadline."""
         time_left = self.deadline.remaining() - self.policy.safety_margin
