@@ -23,7 +23,7 @@ from handler.aws.observability import MetricName, emit, in_current_trace, logger
 from handler.aws.secret import ServerSecret
 from handler.aws.settings import Settings, settings_from
 from handler.core.deadline import Deadline
-from handler.core.ports import AlwaysCall, Health, HttpReply, RateGate, Send
+from handler.core.ports import AlwaysCall, Health, HttpReply, KeptAnswers, RateGate, Send
 from handler.entry.kickouts import Kickouts
 from handler.fleet import circuit
 from handler.fleet.budget import MARGIN, FleetBudget, Lane, departing
@@ -99,6 +99,22 @@ class Function:
 
         return self._once("_health", make)
 
+    def answers(self) -> KeptAnswers:
+        """The API's answers kept by Idempotency-Key, in the state table as `idempotency#<AppId>#<hash>`."""
+
+        def make() -> KeptAnswers:
+            # Imported here: only a keyed API request needs Powertools' idempotency (and its JMESPath).
+            from handler.fleet.idempotency import AnswerStore, DynamoKeptAnswers  # noqa: PLC0415
+
+            config = self.settings()
+            return DynamoKeptAnswers(
+                AnswerStore(config.state_table, self.dynamodb()),
+                prefix=f"idempotency#{config.app_id}",
+                keep_seconds=config.idempotency_key_seconds,
+            )
+
+        return self._once("_answers", make)
+
     def budget(self, lane: Lane) -> RateGate:
         """This environment's gate to ZEGO's fleet-wide rate budget, one per lane; both share the local pace."""
 
@@ -139,7 +155,8 @@ class Function:
     def kickouts(self) -> Kickouts:
         """What the entry points are handed."""
         return self._once(
-            "_kickouts", lambda: Kickouts(zim_client=self.zim_client, settings=self.settings, sqs=self.sqs)
+            "_kickouts",
+            lambda: Kickouts(zim_client=self.zim_client, settings=self.settings, sqs=self.sqs, answers=self.answers),
         )
 
     def _observe_budget(self, event: str, value: float, /, **detail: str) -> None:

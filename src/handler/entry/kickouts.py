@@ -18,6 +18,7 @@ from handler.aws.settings import Settings
 from handler.core.deadline import Deadline
 from handler.core.kickout import carry_out
 from handler.core.models import KickoutRequest, KickoutResult
+from handler.core.ports import KeptAnswers
 from handler.entry import audit
 from handler.fleet.budget import Lane
 from handler.zego.client import ZimClient
@@ -39,6 +40,8 @@ class Kickouts:
     settings: Callable[[], Settings]
     """The function's configuration; raises ConfigurationError while it is wrong."""
     sqs: Callable[[], SQSClient]
+    answers: Callable[[], KeptAnswers]
+    """The API's answers kept by Idempotency-Key."""
 
     def kick_out(
         self, request: KickoutRequest, deadline: Deadline, origin: Mapping[str, object] | None = None
