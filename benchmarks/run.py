@@ -1,6 +1,6 @@
 """`make bench`: every figure is a ratio against a baseline measured side by side in the same run, on loopback.
 
-    python -m benchmarks.run [--artifact DIR] [--cold-repeats N]
+    python -m benchmarks.run [--artifact DIR] [--cold-repeats N] [--start-only]
 
 1. warm kickout through the real handler / a bare signed urllib3 GET to the same stand-in plus one conditional
    UpdateItem on the same store (the budget's round trip), medians
@@ -798,6 +798,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--artifact", type=Path, help="a built KickoutFunction directory (default: make build)")
     parser.add_argument("--cold-repeats", type=int, default=7, help="cold starts per variant (default 7)")
+    parser.add_argument(
+        "--start-only", action="store_true", help="rows 1, 5 and 6 only: warm kickout, cold start, RSS (minutes less)"
+    )
     args = parser.parse_args(argv)
     report = Report()
     started = time.monotonic()
@@ -823,6 +826,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             floor_rss_kb = measure_cold(backend, layouts, args.cold_repeats, report)
             measure_imports(backend, layouts, report)
             measure_warm(backend, layouts["bundled"], report, floor_rss_kb)
+        if args.start_only:
+            print_table(report)
+            return 0
         measure_batch(report)
         # These import this module's table: not at the top.
         from benchmarks.cpu_share import LAMBDA_SHARE_256_MB
