@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import boto3
+import botocore.session
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.config import Config
 
@@ -51,6 +52,18 @@ DYNAMODB: Final = CallBounds(connect=1.0, read=1.0, attempts=2)
 SQS: Final = CallBounds(connect=0.5, read=1.0, attempts=1)
 """Parking, backoff and deferral, in batches: entries SQS refuses are retried by the caller when time allows, so the
 client does not retry on its own and one call's worst case stays small enough to keep back at a batch's end."""
+
+
+def renew_session() -> None:
+    """boto3's default session made anew, keeping what its loader read (botocore's models, endpoints): the clients
+    made from then on resolve credentials afresh. After a SnapStart restore the credentials of the snapshot's
+    moment must not be reused by every clone. Measured here: the renewal and three clients 45-65 ms, against
+    100-145 ms for three clients on a session made from nothing."""
+    old = boto3.DEFAULT_SESSION
+    fresh = botocore.session.Session()
+    if old is not None:
+        fresh.register_component("data_loader", old._session.get_component("data_loader"))
+    boto3.setup_default_session(botocore_session=fresh)
 
 
 def secrets_provider() -> SecretsProvider:
