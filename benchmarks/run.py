@@ -18,6 +18,8 @@
 8. a slow store (benchmarks.slow_store): an API request and a queue batch with every DynamoDB call 10-500 ms late:
    invocation times, the share of users kicked, refusals
 9. clocks apart (benchmarks.skew): two queue environments whose clocks differ by 0-100 ms, refusals for rate
+10. Idempotency-Key (benchmarks.replay): a POST of 50 users with a new key, and the same key again (its replay),
+   against one without a key, ZEGO answering in 100 ms
 
 What it starts (a moto server, the stand-in, child interpreters) it stops by handle; it leaves nothing behind
 but the table it prints. Not a test: nothing here asserts a time.
@@ -833,6 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # These import this module's table: not at the top.
         from benchmarks.cpu_share import LAMBDA_SHARE_256_MB
         from benchmarks.fleet import measure_fleet
+        from benchmarks.replay import measure_replay
         from benchmarks.skew import measure_skew
         from benchmarks.slow_store import measure_slow_store
 
@@ -842,6 +845,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         measure_outage(report)
         measure_slow_store(report)
         measure_skew(report)
+        measure_replay(report)
     finally:
         _thaw(work)
         shutil.rmtree(work, ignore_errors=True)
