@@ -1,12 +1,15 @@
 """What every benchmark reports through: its rows, its notes, the table `make bench` prints, and its log lines.
 
-benchmarks.run and the workloads it runs (benchmarks.fleet, slow_store, skew, zim_process) import this module and
+benchmarks.run and the workloads it runs (benchmarks.fleet, slow_store, skew, zim_process, api_path, replay) import this module and
 not each other, so that run.py can import them without a circle.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,3 +68,17 @@ def print_table(report: Report) -> None:
     print()
     for note in report.notes:
         print(f"- {note}")
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """The function's logs and EMF blobs away from the table (for the in-process measurements)."""
+    from handler.aws.observability import logger
+
+    sink = io.StringIO()
+    logger.registered_handler.setStream(sink)  # type: ignore[attr-defined]
+    try:
+        with contextlib.redirect_stdout(sink):
+            yield
+    finally:
+        logger.registered_handler.setStream(sys.stdout)  # type: ignore[attr-defined]

@@ -1,6 +1,6 @@
 """`make bench`: every figure is a ratio against a baseline measured side by side in the same run, on loopback.
 
-    python -m benchmarks.run [--artifact DIR] [--cold-repeats N]
+    python -m benchmarks.run [--artifact DIR] [--cold-repeats N] [--start-only]
 
 1. warm kickout through the real handler / a bare signed urllib3 GET to the same stand-in plus one conditional
    UpdateItem on the same store (the budget's round trip), medians
@@ -20,6 +20,8 @@
 9. clocks apart (benchmarks.skew): two queue environments whose clocks differ by 0-100 ms, refusals for rate
 10. the API path (benchmarks.api_path): 1, 50 and 500 users alone and during a queue backlog, ZEGO at 100 ms a
    call: latency p50/p99 and store round trips per call, the calls side by side / one at a time
+11. Idempotency-Key (benchmarks.replay): a POST of 50 users with a new key, and the same key again (its replay),
+   against one without a key, ZEGO answering in 100 ms
 
 What it starts (a moto server, the stand-in, child interpreters) it stops by handle; it leaves nothing behind
 but the table it prints. Not a test: nothing here asserts a time.
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import platform
@@ -53,7 +54,8 @@ import boto3
 from benchmarks.api_path import measure_api_path
 from benchmarks.cpu_share import LAMBDA_SHARE_256_MB
 from benchmarks.fleet import measure_fleet
-from benchmarks.report import ROOT, BenchError, Report, Row, log, print_table
+from benchmarks.replay import measure_replay
+from benchmarks.report import ROOT, BenchError, Report, Row, log, print_table, quiet
 from benchmarks.skew import measure_skew
 from benchmarks.slow_store import measure_slow_store
 from kickout_dev.emulator import xray_marker_removed
@@ -90,20 +92,6 @@ def xray_daemon_sink() -> Iterator[str]:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
         sink.bind(("127.0.0.1", 0))
         yield f"127.0.0.1:{sink.getsockname()[1]}"
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """The function's logs and EMF blobs away from the table (for the in-process measurements)."""
-    from handler.aws.observability import logger
-
-    sink = io.StringIO()
-    logger.registered_handler.setStream(sink)  # type: ignore[attr-defined]
-    try:
-        with contextlib.redirect_stdout(sink):
-            yield
-    finally:
-        logger.registered_handler.setStream(sys.stdout)  # type: ignore[attr-defined]
 
 
 def lambda_python() -> str:
@@ -751,6 +739,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--artifact", type=Path, help="a built KickoutFunction directory (default: make build)")
     parser.add_argument("--cold-repeats", type=int, default=7, help="cold starts per variant (default 7)")
+    parser.add_argument(
+        "--start-only", action="store_true", help="rows 1, 5 and 6 only: warm kickout, cold start, RSS (minutes less)"
+    )
     args = parser.parse_args(argv)
     report = Report()
     started = time.monotonic()
@@ -776,6 +767,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             floor_rss_kb = measure_cold(backend, layouts, args.cold_repeats, report)
             measure_imports(backend, layouts, report)
             measure_warm(backend, layouts["bundled"], report, floor_rss_kb)
+        if args.start_only:
+            print_table(report)
+            return 0
         measure_batch(report)
         measure_fleet(report)
         measure_fleet(report, share=LAMBDA_SHARE_256_MB)
@@ -784,6 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         measure_slow_store(report)
         measure_skew(report)
         measure_api_path(report)
+        measure_replay(report)
     finally:
         _thaw(work)
         shutil.rmtree(work, ignore_errors=True)

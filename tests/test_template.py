@@ -401,7 +401,7 @@ def queue_event(template: Template) -> dict[str, Any]:
 
 def test_queue_event_reports_partial_batch_failures(template: Template) -> None:
     event = queue_event(template)
-    assert event["FunctionName"] == {"Ref": "KickoutFunction"}
+    assert event["FunctionName"] == {"Ref": "KickoutFunction.Alias"}  # the alias live: SnapStart applies to it
     assert event["EventSourceArn"] == get_att("KickoutQueue", "Arn")
     assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
@@ -848,7 +848,7 @@ def test_outputs_expose_the_api_url_queues_and_function(template: Template) -> N
         "KickoutApiUrl": {"Fn::Sub": "https://${KickoutApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/v1/kickouts"},
         "KickoutQueueUrl": {"Ref": "KickoutQueue"},
         "KickoutDeadLetterQueueUrl": {"Ref": "KickoutDeadLetterQueue"},
-        "KickoutFunctionArn": get_att("KickoutFunction", "Arn"),
+        "KickoutFunctionArn": {"Ref": "KickoutFunction.Alias"},
         "KickoutDashboardUrl": {
             "Fn::Sub": "https://${AWS::Region}.console.aws.amazon.com/cloudwatch/home?region=${AWS::Region}"
             "#dashboards:name=${KickoutDashboard}"
@@ -994,7 +994,7 @@ def test_the_queue_trigger_is_the_function_reading_the_queue_with_that_role(tran
     assert len(mappings) == 1
     # THEN it reads the kickout queue for the function (whose role holds the receive/delete/attributes grant)
     assert mappings[0]["Properties"]["EventSourceArn"] == get_att("KickoutQueue", "Arn")
-    assert mappings[0]["Properties"]["FunctionName"] == {"Ref": "KickoutFunction"}
+    assert mappings[0]["Properties"]["FunctionName"] == {"Ref": "KickoutFunctionAliaslive"}
     function = translated["Resources"]["KickoutFunction"]["Properties"]
     assert function["Role"] == get_att("KickoutFunctionRole", "Arn")
 
@@ -1095,6 +1095,7 @@ def test_a_failed_asynchronous_invoke_is_retried_a_bounded_number_of_times_then_
     ]
     # THEN retries are bounded, and what still fails goes to a queue the function's role may write to
     assert config["FunctionName"] == {"Ref": "KickoutFunction"}
+    assert config["Qualifier"] == "live"  # the alias every trigger and the KickoutFunctionArn output invoke
     assert 0 <= config["MaximumRetryAttempts"] <= 2
     destination = config["DestinationConfig"]["OnFailure"]["Destination"]
     assert destination["Fn::GetAtt"][0] in QUEUES
@@ -1275,3 +1276,31 @@ def test_each_samconfig_environment_deploys_a_stack_that_shares_nothing_observab
         ):
             assert value not in seen[kind], f"[{name}] shares its {kind} {value!r} with another environment"
             seen[kind].add(value)
+
+
+# --- SnapStart ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("apply_on", ["None", "PublishedVersions"])
+def test_snapstart_is_a_parameter_off_by_default_applied_to_the_published_alias(
+    template: Template, translated: Template, apply_on: str
+) -> None:
+    # GIVEN the SnapStart parameter: Lambda's own ApplyOn values, off by default
+    parameter = template["Parameters"]["SnapStart"]
+    assert parameter["Default"] == "None"
+    assert apply_on in parameter["AllowedValues"]
+    # THEN the function's SnapStart is that value, once the SAM transform is done
+    function = translated["Resources"]["KickoutFunction"]["Properties"]
+    assert function["SnapStart"] == {"ApplyOn": {"Ref": "SnapStart"}}
+    # AND a version is published behind the alias live, which the API calls (SnapStart runs only published versions)
+    (alias,) = [
+        found["Properties"] for found in translated["Resources"].values() if found["Type"] == "AWS::Lambda::Alias"
+    ]
+    assert (alias["Name"], alias["FunctionName"]) == ("live", {"Ref": "KickoutFunction"})
+    (permission,) = [
+        found["Properties"]
+        for found in translated["Resources"].values()
+        if found["Type"] == "AWS::Lambda::Permission" and found["Properties"]["Principal"] == "apigateway.amazonaws.com"
+    ]
+    assert permission["FunctionName"] == {"Ref": "KickoutFunctionAliaslive"}
+    assert "KickoutFunctionAliaslive" in json.dumps(translated["Resources"]["KickoutApi"]["Properties"]["Body"])

@@ -62,3 +62,17 @@ def handler_for(function: Callable[[], wiring.Function]) -> LambdaHandler:
 
 lambda_handler = handler_for(wiring.lambdas_function)
 """The handler Lambda calls (template.yaml: handler.app.lambda_handler), for the function of its environment."""
+
+
+def _register_snapshot_hooks() -> None:
+    """SnapStart's hooks, with the runtime's registry (snapshot-restore-py, part of Lambda's Python 3.12+ runtimes;
+    absent elsewhere, where no snapshot is taken)."""
+    try:
+        import snapshot_restore_py  # type: ignore[import-untyped]  # noqa: PLC0415
+    except ImportError:
+        return
+    snapshot_restore_py.register_before_snapshot(wiring.before_snapshot)
+    snapshot_restore_py.register_after_restore(wiring.after_restore)
+
+
+_register_snapshot_hooks()

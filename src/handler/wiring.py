@@ -9,6 +9,7 @@ same code. Each part is made on first use and kept: no network call and no secre
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -21,9 +22,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from handler.aws import clients
 from handler.aws.observability import MetricName, emit, in_current_trace, logger
 from handler.aws.secret import ServerSecret
-from handler.aws.settings import Settings, settings_from
+from handler.aws.settings import ConfigurationError, Settings, settings_from
 from handler.core.deadline import Deadline
-from handler.core.ports import AlwaysCall, Health, HttpReply, RateGate, Send
+from handler.core.ports import AlwaysCall, Health, HttpReply, KeptAnswers, RateGate, Send
 from handler.entry.kickouts import Kickouts
 from handler.fleet import circuit
 from handler.fleet.budget import MARGIN, FleetBudget, Lane, departing
@@ -99,6 +100,22 @@ class Function:
 
         return self._once("_health", make)
 
+    def answers(self) -> KeptAnswers:
+        """The API's answers kept by Idempotency-Key, in the state table as `idempotency#<AppId>#<hash>`."""
+
+        def make() -> KeptAnswers:
+            # Imported here: only a keyed API request needs Powertools' idempotency (and its JMESPath).
+            from handler.fleet.idempotency import AnswerStore, DynamoKeptAnswers  # noqa: PLC0415
+
+            config = self.settings()
+            return DynamoKeptAnswers(
+                AnswerStore(config.state_table, self.dynamodb()),
+                prefix=f"idempotency#{config.app_id}",
+                keep_seconds=config.idempotency_key_seconds,
+            )
+
+        return self._once("_answers", make)
+
     def budget(self, lane: Lane) -> RateGate:
         """This environment's gate to ZEGO's fleet-wide rate budget, one per lane; both share the local pace."""
 
@@ -139,8 +156,16 @@ class Function:
     def kickouts(self) -> Kickouts:
         """What the entry points are handed."""
         return self._once(
-            "_kickouts", lambda: Kickouts(zim_client=self.zim_client, settings=self.settings, sqs=self.sqs)
+            "_kickouts",
+            lambda: Kickouts(zim_client=self.zim_client, settings=self.settings, sqs=self.sqs, answers=self.answers),
         )
+
+    def renew(self) -> None:
+        """Forget every part made but the settings: each is made again, from nothing shared with a snapshot's other
+        clones (clients and their credentials, the secret, the budget's and the circuit's local views)."""
+        with self._making:
+            for name in [name for name in self.__dict__ if name.startswith("_") and name not in _KEPT_ON_RENEW]:
+                del self.__dict__[name]
 
     def _observe_budget(self, event: str, value: float, /, **detail: str) -> None:
         match event:
@@ -163,6 +188,9 @@ class Function:
             case "repaired":
                 emit(MetricName.BUDGET_REPAIRS, value)
                 logger.warning("rate budget timeline repaired: its next slot was impossible", extra=detail)
+
+
+_KEPT_ON_RENEW = frozenset({"_making", "_settings"})
 
 
 def _spawn_traced(work: Callable[[], None]) -> None:
@@ -191,3 +219,37 @@ def fallback_rate_per_second(config: Settings) -> float:
 def lambdas_function() -> Function:
     """The function of this execution environment as Lambda runs it: from its environment, made once."""
     return Function()
+
+
+# --- SnapStart (template parameter SnapStart): Lambda's Python runtime calls these around its snapshot ---------
+
+
+def before_snapshot(function: Function | None = None) -> None:
+    """Once, when Lambda snapshots the initialised environment: what every first invocation would do is done into the
+    snapshot (both adapters imported, the settings read, the AWS clients made: botocore's models loaded), and what
+    must be one clone's own is not kept (no connection is left open). No network call: none would survive."""
+    function = function or lambdas_function()
+    from handler.entry import api, queue  # noqa: F401, PLC0415 (imported into the snapshot; app.py imports them lazily)
+
+    try:
+        function.settings()
+    except ConfigurationError:
+        return  # the first invocation says what is wrong, as without SnapStart
+    function.dynamodb()
+    function.secrets_provider()
+    function.sqs()
+    transport.close_connections()
+
+
+def after_restore(function: Function | None = None) -> None:
+    """In each clone restored from the snapshot, before its first invocation: everything that must not be shared
+    between clones made fresh. The pool's sockets closed (every clone would write into the same TLS session); boto3's
+    session renewed and every part dropped (the credentials cached at the snapshot, the secret, the budget's learned
+    round trip and the circuit's cached state, all read on the snapshot's clock); `random` seeded from the OS (the
+    retry jitter and the queue's backoff would otherwise run the same sequence in every clone). ZEGO's
+    SignatureNonce is `secrets.token_hex`, the OS random source, and unique per clone without any of this."""
+    function = function or lambdas_function()
+    transport.close_connections()
+    clients.renew_session()
+    function.renew()
+    random.seed()

@@ -127,3 +127,20 @@ def test_concurrent_reads_of_a_missing_secret_share_one_failed_fetch(
     # THEN each is told why, and Secrets Manager was asked once (a slow one is waited out once, not ten times)
     assert all("ResourceNotFoundException" in answer for answer in answers)
     assert fetches == [stored_secret.secret_arn]
+
+
+def test_the_secrets_client_is_bounded_and_shares_the_other_clients_session(box: Sandbox) -> None:
+    from handler.aws import clients
+
+    # GIVEN the provider and a DynamoDB client, as the wiring makes them
+    provider: Any = clients.secrets_provider()
+    dynamodb = clients.dynamodb()
+    config = provider.client.meta.config
+    # THEN the secret's calls are held to their bounds (not botocore's 60 s defaults)
+    assert (config.connect_timeout, config.read_timeout) == (
+        clients.SECRETS_MANAGER.connect,
+        clients.SECRETS_MANAGER.read,
+    )
+    assert config.retries == {"mode": "standard", "total_max_attempts": clients.SECRETS_MANAGER.attempts}
+    # AND both clients come from one botocore session: its endpoint data loaded once, not once per client
+    assert provider.client._loader is getattr(dynamodb, "_loader")  # noqa: B009 (botocore's, not typed)

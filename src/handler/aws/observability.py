@@ -51,6 +51,8 @@ class MetricName(StrEnum):
     MESSAGES_BACKED_OFF = "MessagesBackedOff"
     BACKOFF_FAILED = "BackoffFailed"
     PARKING_FAILED = "ParkingFailed"
+    IDEMPOTENT_REPLAYS = "IdempotentReplays"
+    IDEMPOTENCY_STORE_ERRORS = "IdempotencyStoreErrors"
     # One per failure class (entry.audit.failure_class): `Failed<Class>`.
     FAILED_PERMANENT = "FailedPermanent"
     FAILED_CIRCUIT_OPEN = "FailedCircuitOpen"

@@ -13,6 +13,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 DEFAULT_ENDPOINT = "https://zim-api.zego.im/"
 DEFAULT_ZEGO_RATE_LIMIT = 20.0
 """ZEGO's KickoutRoomUser limit per AppId, calls per second."""
+DEFAULT_IDEMPOTENCY_KEY_SECONDS = 24 * 60 * 60
+"""How long the answer to a request with an Idempotency-Key is kept (the template's IdempotencyKeySeconds)."""
+MAX_IDEMPOTENCY_KEY_SECONDS = 7 * 24 * 60 * 60
 API_DEADLINE_SECONDS = 28.0
 """API Gateway gives up on an integration after 29 s, whatever the function's own timeout: the API answers before."""
 
@@ -58,6 +61,9 @@ class Settings(BaseModel):
     reserved_concurrency: Annotated[int, Field(ge=0, le=100_000)] = 0
     api_rate_limit: Annotated[float, Field(gt=0, le=100_000)] = 2.0
     api_burst_limit: Annotated[int, Field(ge=0, le=100_000)] = 2
+    idempotency_key_seconds: Annotated[int, Field(ge=60, le=MAX_IDEMPOTENCY_KEY_SECONDS)] = (
+        DEFAULT_IDEMPOTENCY_KEY_SECONDS
+    )
 
     @property
     def max_environments(self) -> int:
@@ -86,6 +92,7 @@ _VARIABLES = {
     "reserved_concurrency": "KICKOUT_RESERVED_CONCURRENCY",
     "api_rate_limit": "KICKOUT_API_RATE_LIMIT",
     "api_burst_limit": "KICKOUT_API_BURST_LIMIT",
+    "idempotency_key_seconds": "KICKOUT_IDEMPOTENCY_KEY_SECONDS",
 }
 
 

@@ -1,4 +1,5 @@
-"""The ports the core is given: how a signed URL is sent, how ZEGO's rate and health are respected.
+"""The ports the core is given: how a signed URL is sent, how ZEGO's rate and health are respected, how an answer
+is kept for its Idempotency-Key.
 
 The adapters (transport, secret, budget, pacing, health) implement them; the core (zim_client) only calls them.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from handler.core.deadline import Deadline
 
@@ -84,3 +85,33 @@ class AlwaysCall:
 
     def guard(self, attempt: Callable[[], Outcome], deadline: Deadline) -> Outcome:
         return attempt()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer as sent: its status and its body's JSON text."""
+
+    status: int
+    body: str
+    replayed: bool = False
+    """Kept from the key's first request, not carried out now."""
+
+
+class KeyInUse(Exception):
+    """The key's first request is still being carried out."""
+
+
+class KeyReused(Exception):
+    """The key was first sent with another payload."""
+
+
+class KeptAnswers(Protocol):
+    """The answers of requests sent with an Idempotency-Key (fleet.idempotency)."""
+
+    def once(self, *, scope: str, key: str, payload: Any, work: Callable[[], Answer], deadline: Deadline) -> Answer:
+        """`work`'s answer, or the one kept for (`scope`, `key`) when it was first sent with this `payload`.
+
+        Raises KeyInUse, KeyReused, or what `work` raises (nothing is kept then). What it reads or writes must end
+        by `deadline`.
+        """
+        ...

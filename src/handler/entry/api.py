@@ -4,16 +4,18 @@ import json
 import math
 from functools import partial
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Header
 from aws_lambda_powertools.shared.json_encoder import Encoder
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handler.aws.observability import logger
 from handler.aws.settings import API_DEADLINE_SECONDS, ConfigurationError
+from handler.core.deadline import Deadline
 from handler.core.errors import (
     KickoutError,
     OutOfTime,
@@ -23,6 +25,7 @@ from handler.core.errors import (
     ZegoUnavailable,
 )
 from handler.core.models import CallReport, KickoutRequest, KickoutResult, field_problems
+from handler.core.ports import Answer, KeyInUse, KeyReused
 from handler.entry import api_request, audit
 from handler.entry.api_responses import RESPONSES, ErrorBody, FieldProblem, ZegoAnswer
 from handler.entry.kickouts import Kickouts, deadline_of
@@ -31,6 +34,18 @@ from handler.zego import zim
 KICKOUTS_PATH = "/kickouts"
 RATE_LIMITED_RETRY_AFTER_SECONDS = 1
 """ZEGO's limit is per second: a second later the budget is back."""
+KEY_IN_USE_RETRY_AFTER_SECONDS = 1
+"""A kickout is answered in about a second: by then the key's first request has its answer kept."""
+REPLAYED_HEADER = "Idempotent-Replayed"
+IDEMPOTENCY_KEY_DESCRIPTION = (
+    "Optional (IETF httpapi draft 'The Idempotency-Key HTTP Header Field'): a Structured Field string of 1 to "
+    f"{api_request.MAX_IDEMPOTENCY_KEY_CHARACTERS} printable ASCII characters, unique per kickout, e.g. "
+    '"8e03978e-40d5-43e8-bc93-6894a57f9324" (a bare token is taken too). A retry with the same key and payload '
+    f"gets the first answer again (status and body, with {REPLAYED_HEADER}: true) and ZEGO is not called; with "
+    "another payload 422 idempotency_key_reused; while the first is still running 409 idempotency_key_in_use. "
+    "Kept per IAM principal for 24 hours (IdempotencyKeySeconds). Kept are 200, 404 not_in_room and 422 "
+    "zego_refused; after any other answer the key is free for a retry."
+)
 
 serialize = partial(json.dumps, separators=(",", ":"), cls=Encoder)
 """Powertools' own default, named: the bodies refused before the resolver are serialised like the resolver's."""
@@ -45,14 +60,56 @@ class NothingToKick(Exception):
         self.result = result
 
 
+class Answered(Exception):
+    """A keyed request's answer, sent as kept (a replay, or the first answer, serialised once for both)."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(answer.status)
+        self.answer = answer
+
+
 @app.post(KICKOUTS_PATH, summary="Remove users from a ZIM room", tags=["kickouts"], responses=RESPONSES)
-def create_kickout(request: KickoutRequest) -> KickoutResult:
+def create_kickout(
+    request: KickoutRequest,
+    idempotency_key: Annotated[
+        str | None, Header(alias=api_request.IDEMPOTENCY_KEY_HEADER, description=IDEMPOTENCY_KEY_DESCRIPTION)
+    ] = None,
+) -> KickoutResult:
     kickouts: Kickouts = app.context["kickouts"]
     deadline = deadline_of(app.lambda_context, at_most=API_DEADLINE_SECONDS)
+    if idempotency_key is None:
+        return _kick_out(kickouts, request, deadline)
+    answer = kickouts.answers().once(
+        scope=_principal().get("principal_arn", ""),
+        key=idempotency_key,
+        payload=request.model_dump(mode="json"),
+        work=lambda: _final_answer(kickouts, request, deadline),
+        deadline=deadline,
+    )
+    raise Answered(answer)
+
+
+def _kick_out(kickouts: Kickouts, request: KickoutRequest, deadline: Deadline) -> KickoutResult:
     result = kickouts.kick_out(request, deadline, _principal())
     if not result.kicked_user_ids:
         raise NothingToKick(result)
     return result
+
+
+def _final_answer(kickouts: Kickouts, request: KickoutRequest, deadline: Deadline) -> Answer:
+    """The answer to keep for a key: one that says what happened for good. Any other failure is raised, its key
+    left free for the caller's retry."""
+    try:
+        result = _kick_out(kickouts, request, deadline)
+    except NothingToKick as error:
+        response = nothing_to_kick(error)
+    except ZegoRefused as error:
+        if error.reply.code not in zim.CALLER_CAUSE_CODES:
+            raise
+        response = zego_refused(error)
+    else:
+        return Answer(HTTPStatus.OK.value, serialize(result.model_dump(mode="json")))
+    return Answer(int(response.status_code), serialize(response.body))
 
 
 def handle(event: dict[str, Any], context: LambdaContext, kickouts: Kickouts) -> dict[str, Any]:
@@ -115,6 +172,39 @@ def _zego(reply: zim.Reply | None) -> ZegoAnswer | None:
     if reply is None:
         return None
     return ZegoAnswer(code=reply.code, message=reply.message, request_id=reply.request_id)
+
+
+@app.exception_handler(Answered)
+def answered(answered: Answered) -> Response[str]:
+    answer = answered.answer
+    if answer.replayed:
+        logger.info("kickout answer replayed for its Idempotency-Key", extra={"status": answer.status})
+    return Response(
+        status_code=answer.status,
+        content_type=content_types.APPLICATION_JSON,
+        body=answer.body,
+        headers={REPLAYED_HEADER: "true"} if answer.replayed else None,
+    )
+
+
+@app.exception_handler(KeyInUse)
+def key_in_use(_: KeyInUse) -> Response[dict[str, Any]]:
+    return _error(
+        HTTPStatus.CONFLICT,
+        "idempotency_key_in_use",
+        "the first request with this Idempotency-Key is still being carried out; retry it shortly",
+        headers={"Retry-After": str(KEY_IN_USE_RETRY_AFTER_SECONDS)},
+    )
+
+
+@app.exception_handler(KeyReused)
+def key_reused(_: KeyReused) -> Response[dict[str, Any]]:
+    audit.record_invalid("Idempotency-Key reused with another payload", _principal())
+    return _error(
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        "this Idempotency-Key was first sent with another payload; use a new key for a new kickout",
+    )
 
 
 @app.exception_handler(RequestValidationError)

@@ -3,9 +3,10 @@
 API Gateway hands over whatever the client sent: Content-Type in any case and possibly twice (the single-value
 map keeps the last, the multi-value map all of them), a body flagged base64 that may not be base64 nor UTF-8,
 JSON that Python's parser refuses for reasons other than syntax (an integer past its digit limit), and JSON
-that is not one object. Each is the client's mistake and gets its own 4xx here, as a `Refused`; what passes is
-handed on as one JSON object in UTF-8 text under a single `Content-Type: application/json`, so the resolver
-downstream meets only the shape it understands.
+that is not one object, an `Idempotency-Key` sent twice or not a Structured Field string. Each is the client's
+mistake and gets its own 4xx here, as a `Refused`; what passes is handed on as one JSON object in UTF-8 text under
+a single `Content-Type: application/json`, and the key (if any) as its plain value under one `idempotency-key`, so
+the resolver downstream meets only the shape it understands.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -29,6 +31,13 @@ IDENTITY_FIELDS = {
     "sourceIp": "source_ip",
 }
 _SHOWN_CHARACTERS = 60
+IDEMPOTENCY_KEY_HEADER = "idempotency-key"
+"""The IETF httpapi draft's request header, as Powertools names a header parameter (in lower case)."""
+MAX_IDEMPOTENCY_KEY_CHARACTERS = 255
+# RFC 8941 3.3.3: a String is DQUOTE *( %x20-21 / %x23-5B / %x5D-7E / "\" DQUOTE / "\\" ) DQUOTE. A bare token of
+# visible ASCII (a UUID, as most clients send it) is taken too: refusing it would help no one.
+_SF_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
+_BARE_KEY = re.compile(r"[\x21\x23-\x7e]+")
 
 
 @dataclass(eq=False)
@@ -56,13 +65,17 @@ def principal(event: dict[str, Any]) -> dict[str, str]:
 def checked(event: dict[str, Any]) -> dict[str, Any]:
     """The event with its body as JSON text of one object, under one JSON Content-Type; raises Refused."""
     _check_content_type(event)
+    key = idempotency_key(event)
     text = _body_text(event)
     if text:
         _check_one_object(text)
-    headers = _without_content_type(event.get("headers"))
-    multi_value_headers = _without_content_type(event.get("multiValueHeaders"))
+    headers = _without(event.get("headers"), _is_rewritten)
+    multi_value_headers = _without(event.get("multiValueHeaders"), _is_rewritten)
     headers["Content-Type"] = JSON_MEDIA_TYPE
     multi_value_headers["Content-Type"] = [JSON_MEDIA_TYPE]
+    if key is not None:
+        headers[IDEMPOTENCY_KEY_HEADER] = key
+        multi_value_headers[IDEMPOTENCY_KEY_HEADER] = [key]
     return {
         **event,
         "headers": headers,
@@ -74,14 +87,49 @@ def checked(event: dict[str, Any]) -> dict[str, Any]:
 
 def content_type_values(event: dict[str, Any]) -> list[str]:
     """Every Content-Type the client sent, from both header maps, header names in any case; blanks dropped."""
+    return [value for value in _header_values(event, "content-type") if value.strip()]
+
+
+def idempotency_key(event: dict[str, Any]) -> str | None:
+    """The `Idempotency-Key` the client sent (unquoted), or None; raises Refused when it is malformed or sent twice."""
+    values = set(_header_values(event, IDEMPOTENCY_KEY_HEADER))
+    if not values:
+        return None
+    if len(values) > 1:
+        raise _bad_key("Idempotency-Key sent more than once with different values")
+    (value,) = values
+    value = value.strip(" \t")
+    if quoted := _SF_STRING.fullmatch(value):
+        key = re.sub(r"\\(.)", r"\1", quoted.group(1))
+    elif _BARE_KEY.fullmatch(value):
+        key = value
+    else:
+        raise _bad_key("Idempotency-Key is not a Structured Field string")
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARACTERS:
+        raise _bad_key(f"Idempotency-Key of {len(key)} characters")
+    return key
+
+
+def _bad_key(detail: str) -> Refused:
+    return Refused(
+        HTTPStatus.BAD_REQUEST,
+        "invalid_idempotency_key",
+        f"send one Idempotency-Key header: a string of 1 to {MAX_IDEMPOTENCY_KEY_CHARACTERS} printable ASCII "
+        'characters, e.g. Idempotency-Key: "8e03978e-40d5-43e8-bc93-6894a57f9324"',
+        detail,
+    )
+
+
+def _header_values(event: dict[str, Any], lower_name: str) -> list[str]:
+    """Every value of one header the client sent, from both header maps, its name in any case."""
     values: list[str] = []
     for name, value in _items(event.get("headers")):
-        if _is_content_type(name):
+        if name.strip().lower() == lower_name:
             values.append(str(value))
     for name, listed in _items(event.get("multiValueHeaders")):
-        if _is_content_type(name):
+        if name.strip().lower() == lower_name:
             values.extend(str(value) for value in (listed if isinstance(listed, list) else [listed]))
-    return [value for value in values if value.strip()]
+    return values
 
 
 def _check_content_type(event: dict[str, Any]) -> None:
@@ -175,8 +223,12 @@ def _is_content_type(name: str) -> bool:
     return name.strip().lower() == "content-type"
 
 
-def _without_content_type(headers: object) -> dict[str, Any]:
-    return {name: value for name, value in _items(headers) if not _is_content_type(name)}
+def _is_rewritten(name: str) -> bool:
+    return _is_content_type(name) or name.strip().lower() == IDEMPOTENCY_KEY_HEADER
+
+
+def _without(headers: object, dropped: Callable[[str], bool]) -> dict[str, Any]:
+    return {name: value for name, value in _items(headers) if not dropped(name)}
 
 
 def _parameters(text: str) -> dict[str, str]:

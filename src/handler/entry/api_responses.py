@@ -58,10 +58,21 @@ def _error_response(description: str, headers: dict[str, str] | None = None) -> 
 
 
 RESPONSES: dict[int, OpenAPIResponse] = {
-    200: {"description": "At least one user was kicked; users ZEGO reports absent are listed apart."},
+    200: {
+        "description": "At least one user was kicked; users ZEGO reports absent are listed apart.",
+        "headers": {
+            "Idempotent-Replayed": {
+                "description": "true: the answer kept for this Idempotency-Key, given again (ZEGO was not called). "
+                "Sent with every replayed status (200, 404 not_in_room, 422 zego_refused).",
+                "schema": {"type": "string"},
+            }
+        },
+    },
     400: _error_response(
         "invalid_json: the body is not JSON, holds a number Python will not read (over 4300 digits), is nested too "
-        "deeply, or is flagged base64 but is not valid base64 or not UTF-8 once decoded."
+        "deeply, or is flagged base64 but is not valid base64 or not UTF-8 once decoded; invalid_idempotency_key: "
+        "the Idempotency-Key is not a string of 1 to 255 printable ASCII characters, or is sent twice with "
+        "different values."
     ),
     404: _error_response(
         "not_in_room: ZEGO says the room does not exist or none of the users is in it "
@@ -69,10 +80,16 @@ RESPONSES: dict[int, OpenAPIResponse] = {
         "not_found: another path."
     ),
     405: _error_response("method_not_allowed: another method on /kickouts.", {"Allow": "Only POST is allowed."}),
+    409: _error_response(
+        "idempotency_key_in_use: the first request with this Idempotency-Key is still being carried out "
+        "(ZEGO was not called for this one).",
+        {"Retry-After": "Seconds to wait before trying again."},
+    ),
     422: _error_response(
         "invalid_request: the payload breaks a rule, or the body is not one JSON object (an array, a single "
         "value), or there is no body (`fields` says which); zego_refused: ZEGO refused what the "
-        f"caller sent ({', '.join(f'{meaning} {code}' for code, meaning in zim.CALLER_CAUSE_CODES.items())})."
+        f"caller sent ({', '.join(f'{meaning} {code}' for code, meaning in zim.CALLER_CAUSE_CODES.items())}); "
+        "idempotency_key_reused: the Idempotency-Key was first sent with another payload (nothing was done)."
     ),
     415: _error_response(
         "unsupported_media_type: a Content-Type other than application/json (in any case), a charset other than "

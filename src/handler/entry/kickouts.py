@@ -21,6 +21,7 @@ from handler.core.deadline import Deadline
 from handler.core.errors import KickoutError
 from handler.core.kickout import CallZego, carry_out, one_at_a_time
 from handler.core.models import KickoutRequest, KickoutResult
+from handler.core.ports import KeptAnswers
 from handler.entry import audit
 from handler.fleet.budget import Lane
 from handler.zego import transport, zim
@@ -69,6 +70,8 @@ class Kickouts:
     settings: Callable[[], Settings]
     """The function's configuration; raises ConfigurationError while it is wrong."""
     sqs: Callable[[], SQSClient]
+    answers: Callable[[], KeptAnswers]
+    """The API's answers kept by Idempotency-Key."""
 
     def kick_out(
         self, request: KickoutRequest, deadline: Deadline, origin: Mapping[str, object] | None = None

@@ -146,6 +146,16 @@ _pool = urllib3.PoolManager(num_pools=4, maxsize=POOL_SIZE, cert_reqs="CERT_REQU
 _pool.pool_classes_by_scheme = {"http": _Pool, "https": _HttpsPool}
 
 
+def close_connections() -> None:
+    """Close every kept connection: a snapshot's clones must not share one socket (nor its TLS session)."""
+    _pool.clear()
+
+
+def open_pools() -> int:
+    """Hosts the pool keeps connections to (0 once closed)."""
+    return len(_pool.pools)
+
+
 @contextmanager
 def _exchange(timeout: float, max_body_bytes: int) -> Iterator[_Exchange]:
     exchange = _Exchange(deadline=time.monotonic() + timeout, bytes_left=MAX_HEAD_BYTES + max_body_bytes)
