@@ -27,6 +27,7 @@ from handler.core.ports import AlwaysCall, Health, HttpReply, RateGate, Send
 from handler.entry.kickouts import Kickouts
 from handler.fleet import circuit
 from handler.fleet.budget import MARGIN, FleetBudget, Lane, departing
+from handler.fleet.keep_outs import DynamoKeepOuts
 from handler.fleet.pacing import Pacer
 from handler.fleet.slot_book import DynamoSlotBook
 from handler.zego import transport
@@ -51,6 +52,10 @@ class Parts:
     """How a ZEGO call waits out its backoff between attempts (kickout_dev.backoff skips it to replay faults fast)."""
     failures_to_open: int = circuit.FAILURES_TO_OPEN
     """ZEGO failures in a row that open its circuit for the fleet."""
+    wall_clock: Callable[[], float] = time.time
+    """Unix seconds, where keep-out windows start."""
+    keep_out_dynamodb: Callable[[], DynamoDBClient] = clients.keep_out_dynamodb
+    """The keep-outs' DynamoDB client (a test hands one that cannot reach its table)."""
 
 
 class Function:
@@ -78,6 +83,16 @@ class Function:
 
     def dynamodb(self) -> DynamoDBClient:
         return self._once("_dynamodb", clients.dynamodb)
+
+    def keep_outs(self) -> DynamoKeepOuts:
+        """The keep-out windows, in the state table, on a client of their own."""
+
+        def make() -> DynamoKeepOuts:
+            config = self.settings()
+            client = self._once("_keep_out_dynamodb", self.parts.keep_out_dynamodb)
+            return DynamoKeepOuts(client=lambda: client, table=config.state_table, app_id=config.app_id)
+
+        return self._once("_keep_outs", make)
 
     def secrets_provider(self) -> SecretsProvider:
         return self._once("_secrets_provider", clients.secrets_provider)
@@ -139,7 +154,14 @@ class Function:
     def kickouts(self) -> Kickouts:
         """What the entry points are handed."""
         return self._once(
-            "_kickouts", lambda: Kickouts(zim_client=self.zim_client, settings=self.settings, sqs=self.sqs)
+            "_kickouts",
+            lambda: Kickouts(
+                zim_client=self.zim_client,
+                settings=self.settings,
+                sqs=self.sqs,
+                keep_outs=self.keep_outs,
+                wall_clock=self.parts.wall_clock,
+            ),
         )
 
     def _observe_budget(self, event: str, value: float, /, **detail: str) -> None:

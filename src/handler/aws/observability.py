@@ -47,6 +47,8 @@ class MetricName(StrEnum):
     ZEGO_CIRCUIT_HALF_OPEN = "ZegoCircuitHalfOpen"
     ZEGO_CIRCUIT_CLOSED = "ZegoCircuitClosed"
     ZEGO_CIRCUIT_STORE_ERRORS = "ZegoCircuitStoreErrors"
+    KEEP_OUTS_RECORDED = "KeepOutsRecorded"
+    KEEP_OUTS_NOT_RECORDED = "KeepOutsNotRecorded"
     MESSAGES_DEFERRED = "MessagesDeferred"
     MESSAGES_BACKED_OFF = "MessagesBackedOff"
     BACKOFF_FAILED = "BackoffFailed"

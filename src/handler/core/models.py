@@ -15,6 +15,8 @@ from handler.zego import zim
 MAX_USERS_PER_REQUEST: Final = 500
 """Ten ZEGO calls at most: at the fleet's share of ZEGO's 20 requests/s that still fits one invocation."""
 MAX_REASON_CHARACTERS: Final = 1024
+MAX_KEEP_OUT_SECONDS: Final = 7 * 86_400
+"""A keep-out lasts at most a week: longer is a ban, which belongs to the app's own account system."""
 
 # ZEGO's allowed set for RoomId and UserId: ASCII letters, digits, `!#$%&()+-:;<=.>?@[]^_{}|~,` and space.
 ZEGO_ID_PATTERN: Final = r"^[A-Za-z0-9!#$%&()+\-:;<=.>?@\[\]^_{}|~, ]+$"
@@ -39,6 +41,16 @@ class KickoutRequest(BaseModel):
     ]
     reason: Annotated[str, Field(max_length=MAX_REASON_CHARACTERS)] | None = None
     operator_id: ZegoId | None = None
+    keep_out_seconds: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=MAX_KEEP_OUT_SECONDS,
+            description="Seconds after the decision during which a user who enters the room again is kicked again "
+            "(0, the default: none). A later kickout that ends later extends it; one that ends sooner does not "
+            "shorten it.",
+        ),
+    ] = 0
 
 
 ID_RULE: Final = "1 to 32 characters: ASCII letters, digits, space and !#$%&()+-:;<=.>?@[]^_{}|~,"
