@@ -65,9 +65,9 @@ def environment(template: Template) -> dict[str, Any]:
     return {**global_vars, **function["Environment"]["Variables"]}
 
 
-def policy_statements(template: Template) -> list[dict[str, Any]]:
+def policy_statements(template: Template, function_id: str = "KickoutFunction") -> list[dict[str, Any]]:
     """Inline statements of every function policy (policy templates excluded)."""
-    function = resource(template, "KickoutFunction", "AWS::Serverless::Function")
+    function = resource(template, function_id, "AWS::Serverless::Function")
     statements: list[dict[str, Any]] = []
     for policy in function["Policies"]:
         if isinstance(policy, dict) and "Statement" in policy:
@@ -318,6 +318,69 @@ def test_api_accepts_only_iam_signed_post_kickouts_on_stage_v1(template: Templat
     assert event["Properties"] == {"RestApiId": {"Ref": "KickoutApi"}, "Path": "/kickouts", "Method": "post"}
 
 
+def test_the_callback_route_is_the_one_without_iam_auth_and_served_by_its_own_function(template: Template) -> None:
+    # ZEGO cannot sign SigV4: POST /zego/callbacks has no authorizer, and is served by a function of its own
+    callbacks = resource(template, "KickoutCallbackFunction", "AWS::Serverless::Function")
+    assert callbacks["Handler"] == "handler.app.callbacks_lambda_handler"
+    assert callbacks["Events"] == {
+        "Callbacks": {
+            "Type": "Api",
+            "Properties": {
+                "RestApiId": {"Ref": "KickoutApi"},
+                "Path": "/zego/callbacks",
+                "Method": "post",
+                "Auth": {"Authorizer": "NONE"},
+            },
+        }
+    }
+    # and it answers before ZEGO gives up on it (a few seconds)
+    assert callbacks["Timeout"] <= 6
+    # and no other route of the API goes without IAM
+    for logical_id, found in template["Resources"].items():
+        if found["Type"] == "AWS::Serverless::Function" and logical_id != "KickoutCallbackFunction":
+            for event in found["Properties"].get("Events", {}).values():
+                assert "Auth" not in event["Properties"], logical_id
+
+
+def test_the_callback_functions_role_reads_keep_outs_claims_callbacks_and_sends_to_the_queue_only(
+    template: Template,
+) -> None:
+    callbacks = resource(template, "KickoutCallbackFunction", "AWS::Serverless::Function")
+    secret_policies = [policy for policy in callbacks["Policies"] if "AWSSecretsManagerGetSecretValuePolicy" in policy]
+    assert secret_policies == [{"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "ZegoSecretArn"}}}]
+    granted = {
+        (tuple(as_list(statement["Action"])), str(statement["Resource"]), str(statement.get("Condition")))
+        for statement in policy_statements(template, "KickoutCallbackFunction")
+    }
+    table = str(get_att("KickoutStateTable", "Arn"))
+    assert granted == {
+        (
+            ("dynamodb:GetItem",),
+            table,
+            str({"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["keepout#*"]}}),
+        ),
+        (
+            ("dynamodb:PutItem", "dynamodb:DeleteItem"),
+            table,
+            str({"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["callback#*"]}}),
+        ),
+        (("sqs:SendMessage",), str(get_att("KickoutQueue", "Arn")), "None"),
+        (
+            ("kms:Decrypt",),
+            str({"Ref": "ZegoSecretKmsKeyArn"}),
+            str({"StringEquals": {"kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}}}),
+        ),
+    }
+
+
+def test_the_item_keys_the_callback_role_may_touch_are_the_ones_the_code_writes() -> None:
+    from handler.fleet.callback_claims import claim_key
+    from handler.fleet.keep_outs import item_key
+
+    assert item_key(1, "r", "u").startswith("keepout#")
+    assert claim_key(1, "room_enter", "1", "2").startswith("callback#")
+
+
 def test_api_invokes_the_function_with_its_own_permission_not_the_callers(template: Template) -> None:
     # SAM's default for AWS_IAM forwards the caller's credentials to Lambda,
     # which would make every caller need lambda:InvokeFunction as well.
@@ -334,7 +397,14 @@ def test_api_is_traced_and_throttled_from_parameters(template: Template) -> None
             "HttpMethod": "*",
             "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
             "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
-        }
+        },
+        # ZIM's callbacks have their own: a raid's re-entries arrive at once, beyond the kickout route's few a second
+        {
+            "ResourcePath": "/~1zego~1callbacks",
+            "HttpMethod": "POST",
+            "ThrottlingRateLimit": {"Ref": "CallbackThrottlingRateLimit"},
+            "ThrottlingBurstLimit": {"Ref": "CallbackThrottlingBurstLimit"},
+        },
     ]
 
 
@@ -846,6 +916,9 @@ def test_outputs_expose_the_api_url_queues_and_function(template: Template) -> N
     outputs = {name: output["Value"] for name, output in template["Outputs"].items()}
     assert outputs == {
         "KickoutApiUrl": {"Fn::Sub": "https://${KickoutApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/v1/kickouts"},
+        "KickoutCallbackUrl": {
+            "Fn::Sub": "https://${KickoutApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/v1/zego/callbacks"
+        },
         "KickoutQueueUrl": {"Ref": "KickoutQueue"},
         "KickoutDeadLetterQueueUrl": {"Ref": "KickoutDeadLetterQueue"},
         "KickoutFunctionArn": get_att("KickoutFunction", "Arn"),

@@ -27,6 +27,7 @@ from handler.core.ports import AlwaysCall, Health, HttpReply, RateGate, Send
 from handler.entry.kickouts import Kickouts
 from handler.fleet import circuit
 from handler.fleet.budget import MARGIN, FleetBudget, Lane, departing
+from handler.fleet.callback_claims import DynamoCallbackClaims
 from handler.fleet.keep_outs import DynamoKeepOuts
 from handler.fleet.pacing import Pacer
 from handler.fleet.slot_book import DynamoSlotBook
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_sqs.client import SQSClient
+
+    from handler.entry.callbacks import Callbacks
 
 Part = TypeVar("Part")
 
@@ -93,6 +96,33 @@ class Function:
             return DynamoKeepOuts(client=lambda: client, table=config.state_table, app_id=config.app_id)
 
         return self._once("_keep_outs", make)
+
+    def callback_claims(self) -> DynamoCallbackClaims:
+        """Which of ZIM's callbacks were handled, in the state table, on the keep-outs' client."""
+
+        def make() -> DynamoCallbackClaims:
+            config = self.settings()
+            client = self._once("_keep_out_dynamodb", self.parts.keep_out_dynamodb)
+            return DynamoCallbackClaims(client=lambda: client, table=config.state_table, app_id=config.app_id)
+
+        return self._once("_callback_claims", make)
+
+    @property
+    def callbacks(self) -> Callbacks:
+        """What ZIM's callback entry point is handed (made only in the callbacks' function)."""
+        from handler.entry.callbacks import Callbacks  # noqa: PLC0415 (the kickout function never loads it)
+
+        return self._once(
+            "_callbacks",
+            lambda: Callbacks(
+                settings=self.settings,
+                read_secret=lambda deadline: self.server_secret().read_callback_secret(deadline),
+                keep_outs=self.keep_outs,
+                claims=self.callback_claims,
+                sqs=self.sqs,
+                wall_clock=self.parts.wall_clock,
+            ),
+        )
 
     def secrets_provider(self) -> SecretsProvider:
         return self._once("_secrets_provider", clients.secrets_provider)
