@@ -381,6 +381,35 @@ def test_the_item_keys_the_callback_role_may_touch_are_the_ones_the_code_writes(
     assert claim_key(1, "room_enter", "1", "2").startswith("callback#")
 
 
+def test_keep_outs_are_a_resource_of_the_iam_authenticated_api(template: Template) -> None:
+    events = function_setting(template, "Events")
+    routes = {(event["Properties"]["Path"], event["Properties"]["Method"]) for event in events.values()}
+    assert routes == {("/kickouts", "post"), ("/keep-outs", "get"), ("/keep-outs/{room_id}/{user_id}", "delete")}
+    # no authorizer of their own: the API's default, AWS_IAM
+    assert all("Auth" not in event["Properties"] for event in events.values())
+
+
+def test_the_function_reads_keep_outs_from_their_index_and_deletes_only_keep_outs(template: Template) -> None:
+    from handler.fleet.keep_outs import BY_ROOM, KIND
+
+    table = resource(template, "KickoutStateTable", "AWS::DynamoDB::Table")
+    [index] = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == BY_ROOM
+    assert index["KeySchema"] == [
+        {"AttributeName": "room_key", "KeyType": "HASH"},
+        {"AttributeName": "user_id", "KeyType": "RANGE"},
+    ]
+    statements = policy_statements(template)
+    queries = [statement for statement in statements if "dynamodb:Query" in as_list(statement["Action"])]
+    assert [statement["Resource"] for statement in queries] == [
+        {"Fn::Sub": "${KickoutStateTable.Arn}/index/" + BY_ROOM}
+    ]
+    deletes = [statement for statement in statements if "dynamodb:DeleteItem" in as_list(statement["Action"])]
+    assert [statement["Condition"] for statement in deletes] == [
+        {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{KIND}#*"]}}
+    ]
+
+
 def test_api_invokes_the_function_with_its_own_permission_not_the_callers(template: Template) -> None:
     # SAM's default for AWS_IAM forwards the caller's credentials to Lambda,
     # which would make every caller need lambda:InvokeFunction as well.

@@ -49,6 +49,8 @@ class MetricName(StrEnum):
     ZEGO_CIRCUIT_STORE_ERRORS = "ZegoCircuitStoreErrors"
     KEEP_OUTS_RECORDED = "KeepOutsRecorded"
     KEEP_OUTS_NOT_RECORDED = "KeepOutsNotRecorded"
+    KEEP_OUTS_LISTED = "KeepOutsListed"
+    KEEP_OUTS_LIFTED = "KeepOutsLifted"
     CALLBACKS_RECEIVED = "CallbacksReceived"
     REENTRIES_KICKED = "ReentriesKicked"
     KICKOUTS_CONFIRMED = "KickoutsConfirmed"

@@ -125,3 +125,35 @@ class KickoutResult(BaseModel):
             if wanted.intersection(call.user_ids)
         ]
         return KickoutResult.from_calls(self.room_id, calls, reason_truncated=self.reason_truncated)
+
+
+class KeepOutView(BaseModel):
+    """One user kept out of a room."""
+
+    user_id: str
+    until: int = Field(description="When the keep-out ends, Unix seconds.")
+    reason: str | None = Field(description="The reason of the kickout that set it.")
+    operator_id: str | None = Field(description="The operator of the kickout that set it (kept as FromUserId).")
+
+
+class KeepOutPage(BaseModel):
+    """A page of a room's keep-outs that still last, in user order."""
+
+    room_id: str
+    keep_outs: list[KeepOutView]
+    next_token: str | None = Field(description="Pass as next_token for the next page; null on the last page.")
+
+
+class KeepOutLifted(BaseModel):
+    room_id: str
+    user_id: str
+    lifted: bool
+
+
+class KeepOutKey(BaseModel):
+    """Whose keep-out of which room (the path of DELETE /keep-outs/{room_id}/{user_id})."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    room_id: ZegoId
+    user_id: ZegoId

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
 KIND: Final = "keepout"
+BY_ROOM: Final = "KeepOutsByRoom"
+"""The table's index of keep-outs by room (`room_key` = `<AppId>#<room>`, sorted by `user_id`): only keep-outs have
+a `room_key`, so it holds nothing else."""
+MAX_PAGE: Final = 100
 
 
 class KeepOutsUnavailable(Exception):
@@ -75,8 +79,16 @@ class DynamoKeepOuts:
             ":room": {"S": keep_out.room_id},
             ":user": {"S": keep_out.user_id},
             ":app": {"N": str(self.app_id)},
+            ":room_key": {"S": self._room_key(keep_out.room_id)},
         }
-        assignments = ["#until = :until", "expiration = :until", "room_id = :room", "user_id = :user", "app_id = :app"]
+        assignments = [
+            "#until = :until",
+            "expiration = :until",
+            "room_id = :room",
+            "user_id = :user",
+            "app_id = :app",
+            "room_key = :room_key",
+        ]
         removals = []
         for attribute, value in (("reason", keep_out.reason), ("operator_id", keep_out.operator_id)):
             if value is None:
@@ -116,17 +128,47 @@ class DynamoKeepOuts:
             )
         except (ClientError, BotoCoreError) as error:
             raise KeepOutsUnavailable(f"DynamoDB failed ({type(error).__name__})") from None
-        item: dict[str, Any] = dict(answer.get("Item") or {})
-        until = _whole(item.get("until"))
-        if until is None or until <= now:
-            return None  # none, one whose window ended (TTL reaps it later), or one that is no keep-out at all
-        return KeepOut(
-            room_id=room_id,
-            user_id=user_id,
-            until=until,
-            reason=_string(item.get("reason")),
-            operator_id=_string(item.get("operator_id")),
-        )
+        return _keep_out(dict(answer.get("Item") or {}), now)
+
+    def in_room(
+        self, room_id: str, now: float, deadline: Deadline, *, limit: int = MAX_PAGE, after: str | None = None
+    ) -> tuple[list[KeepOut], str | None]:
+        """The room's keep-outs that last beyond `now`, in user order, from the first user after `after`: at most
+        `limit` read, and the last user read when there may be more (else None). Raises KeepOutsUnavailable."""
+        condition = "room_key = :room_key" + (" AND user_id > :after" if after is not None else "")
+        values: dict[str, Any] = {":room_key": {"S": self._room_key(room_id)}}
+        if after is not None:
+            values[":after"] = {"S": after}
+        client = self._client_within(deadline)
+        try:
+            answer = client.query(
+                TableName=self.table,
+                IndexName=BY_ROOM,
+                KeyConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                Limit=min(limit, MAX_PAGE),
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise KeepOutsUnavailable(f"DynamoDB failed ({type(error).__name__})") from None
+        found = [_keep_out(dict(item), now) for item in answer.get("Items", [])]
+        last = dict(answer.get("LastEvaluatedKey") or {}).get("user_id")
+        return [keep_out for keep_out in found if keep_out is not None], _string(last)
+
+    def lift(self, room_id: str, user_id: str, now: float, deadline: Deadline) -> KeepOut | None:
+        """Delete the user's keep-out of the room; the one lifted, or None when none lasted beyond `now`."""
+        client = self._client_within(deadline)
+        try:
+            answer = client.delete_item(
+                TableName=self.table,
+                Key={"id": {"S": item_key(self.app_id, room_id, user_id)}},
+                ReturnValues="ALL_OLD",
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise KeepOutsUnavailable(f"DynamoDB failed ({type(error).__name__})") from None
+        return _keep_out(dict(answer.get("Attributes") or {}), now)
+
+    def _room_key(self, room_id: str) -> str:
+        return f"{self.app_id}#{room_id}"
 
     def _client_within(self, deadline: Deadline) -> DynamoDBClient:
         if not deadline.allows(KEEP_OUTS.worst_seconds):
@@ -137,6 +179,21 @@ class DynamoKeepOuts:
             return self.client()
         except Exception as error:
             raise KeepOutsUnavailable(f"no DynamoDB client ({type(error).__name__})") from None
+
+
+def _keep_out(item: dict[str, Any], now: float) -> KeepOut | None:
+    """The keep-out an item holds, if it lasts beyond `now` (one whose window ended waits for TTL to reap it)."""
+    until = _whole(item.get("until"))
+    room_id, user_id = _string(item.get("room_id")), _string(item.get("user_id"))
+    if until is None or until <= now or room_id is None or user_id is None:
+        return None
+    return KeepOut(
+        room_id=room_id,
+        user_id=user_id,
+        until=until,
+        reason=_string(item.get("reason")),
+        operator_id=_string(item.get("operator_id")),
+    )
 
 
 def _whole(attribute: Any) -> int | None:
