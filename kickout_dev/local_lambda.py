@@ -64,6 +64,8 @@ DEFAULT_BUILD_DIR = ROOT / ".aws-sam" / "local"
 FUNCTION = "KickoutFunction"
 FUNCTION_NAME = "kickout-KickoutFunction"
 HANDLER = "handler.app.lambda_handler"
+CALLBACKS_HANDLER = "handler.app.callbacks_lambda_handler"
+"""KickoutCallbackFunction's: ZIM's callbacks, the same artifact under a second emulator."""
 EX_UNAVAILABLE = 69
 """sysexits' EX_UNAVAILABLE: this machine lacks what the emulated run needs."""
 EX_USAGE = 2
@@ -303,15 +305,25 @@ class Emulator:
     """aws-lambda-rie running the artifact with awslambdaric; one invocation at a time, as one Lambda
     execution environment takes them."""
 
-    def __init__(self, tools: Tools, artifact: Path, environ: dict[str, str], workdir: Path, timeout: int) -> None:
+    def __init__(
+        self,
+        tools: Tools,
+        artifact: Path,
+        environ: dict[str, str],
+        workdir: Path,
+        timeout: int,
+        *,
+        handler: str = HANDLER,
+    ) -> None:
         self.tools = tools
         self.artifact = artifact
-        self.environ = environ
+        self.handler = handler
+        self.environ = {**environ, "_HANDLER": handler}
         self.workdir = workdir
         self.timeout = timeout
         self.port = 0
         self.started_in = 0.0
-        self.log_path = workdir / "emulator.log"
+        self.log_path = workdir / f"emulator-{handler.rsplit('.', 1)[-1]}.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._lock = threading.Lock()
@@ -358,7 +370,7 @@ class Emulator:
                 "-S",  # no site-packages: the artifact and the runtime client are all the runtime sees
                 "-m",
                 "awslambdaric",
-                HANDLER,
+                self.handler,
             ],
             cwd=self.artifact,
             env=self.environ,
@@ -465,6 +477,10 @@ class Stack:
     secret_arn: str
     dlq_url: str
     environ: dict[str, str] = field(repr=False)
+    callbacks: Emulator | None = None
+    """ZIM's callbacks' function, behind `front` (POST /zego/callbacks), which the stand-in calls back."""
+    queue_url: str = ""
+    callbacks_seen: list[Invocation] = field(default_factory=list)
 
     def invoke(self, event: Any) -> Invocation:
         return self.emulator.invoke(event)
@@ -541,8 +557,11 @@ def xray_marker_removed() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def running(tools: Tools, artifact: Path, *, rooms: dict[str, set[str]] | None = None) -> Iterator[Stack]:
-    """Start the moto server, the ZIM stand-in and the emulator; stop all of them on the way out."""
+def running(
+    tools: Tools, artifact: Path, *, rooms: dict[str, set[str]] | None = None, callbacks: bool = False
+) -> Iterator[Stack]:
+    """Start the moto server, the ZIM stand-in and the emulator (with `callbacks`, a second one for ZIM's callbacks
+    behind a loopback front the stand-in calls back); stop all of them on the way out."""
     config = function_config()
     with (
         tempfile.TemporaryDirectory(prefix="kickout-local-") as scratch,
@@ -574,7 +593,31 @@ def running(tools: Tools, artifact: Path, *, rooms: dict[str, set[str]] | None =
             workdir=workdir,
         )
         emulator = started.enter_context(Emulator(tools, artifact, environ, workdir, config.timeout))
-        yield Stack(zim=zim, moto=moto, emulator=emulator, secret_arn=secret_arn, dlq_url=dlq_url, environ=environ)
+        stack = Stack(
+            zim=zim,
+            moto=moto,
+            emulator=emulator,
+            secret_arn=secret_arn,
+            dlq_url=dlq_url,
+            environ=environ,
+            queue_url=queue_url,
+        )
+        if callbacks:
+            from kickout_dev.local_http import LocalApi
+
+            stack.callbacks = started.enter_context(
+                Emulator(tools, artifact, environ, workdir, config.timeout, handler=CALLBACKS_HANDLER)
+            )
+
+            def call_back(event: dict[str, Any]) -> Any:
+                assert stack.callbacks is not None
+                invocation = stack.callbacks.invoke(event)
+                stack.callbacks_seen.append(invocation)
+                return invocation.response
+
+            front = started.enter_context(LocalApi(call_back))
+            zim.callback_url = f"{front.url}/zego/callbacks"
+        yield stack
 
 
 # --- the command -----------------------------------------------------------------------------------------------
@@ -664,7 +707,18 @@ def describe(invocation: Invocation) -> list[str]:
             names = [metric["Name"] for block in line["_aws"]["CloudWatchMetrics"] for metric in block["Metrics"]]
             lines.append("metrics: " + ", ".join(f"{name}={_total(line.get(name, 0))}" for name in names))
         else:
-            keys = ("room_id", "outcome", "kicked_user_ids", "zego_request_ids", "reason", "detail", "error")
+            keys = (
+                "room_id",
+                "outcome",
+                "kicked_user_ids",
+                "confirmed_user_ids",
+                "user_id",
+                "keep_out_until",
+                "zego_request_ids",
+                "reason",
+                "detail",
+                "error",
+            )
             fields = " ".join(f"{key}={json.dumps(line[key], ensure_ascii=False)}" for key in keys if key in line)
             lines.append(f"log {line.get('level', '?')}: {line.get('message', '')} {fields}".rstrip())
     # The runtime's own "[ERROR] ..." line repeats the error response; anything else is worth seeing.
@@ -695,6 +749,76 @@ def run_cases(invoke: Callable[[Any], Invocation], cases: list[Case]) -> bool:
     return ok
 
 
+LOOP_ROOM = "lobby-9"
+LOOP_USER = "raider_1"
+
+
+def run_loop(
+    invoke: Callable[[Any], Invocation],
+    zim: ZimStandIn,
+    callbacks_seen: list[Invocation],
+    sqs: Any,
+    queue_url: str,
+) -> bool:
+    """Kick with a keep-out -> ZIM's room_exit confirms it -> the user enters again -> ZIM's room_enter queues a
+    kickout -> Lambda's poller hands it over -> kicked again -> confirmed. Printed step by step; whether it held."""
+    from kickout_dev.event_source import Poller
+
+    def step(title: str, invocation: Invocation | None = None) -> None:
+        print(f"\n▶ {title}" + (f" ({invocation.seconds * 1000:.0f} ms)" if invocation else ""))
+        for seen in [invocation] if invocation else []:
+            for line in describe(seen):
+                print(f"  {line}")
+
+    def callbacks_answered() -> list[Invocation]:
+        zim.wait_for_callbacks()
+        answered = list(callbacks_seen)
+        callbacks_seen.clear()
+        for seen in answered:
+            print(f"  ZIM callback ({seen.seconds * 1000:.0f} ms):")
+            for line in describe(seen):
+                print(f"    {line}")
+        return answered
+
+    def outcome(seen: list[Invocation]) -> list[str]:
+        return [json.loads(i.response["body"]).get("outcome", "?") for i in seen if isinstance(i.response, dict)]
+
+    zim.wait_for_callbacks()
+    earlier = outcome(callbacks_seen)
+    callbacks_seen.clear()
+    print(f"\nZIM's room_exit callbacks for the kicks above: {earlier.count('confirmed')} of {len(earlier)} confirmed")
+    zim.rooms = {LOOP_ROOM: {LOOP_USER, "bystander"}}
+    kick = invoke({"room_id": LOOP_ROOM, "user_ids": [LOOP_USER], "operator_id": "mod-bot", "keep_out_seconds": 600})
+    step(f"the loop: a direct kickout of {LOOP_USER} from {LOOP_ROOM} with a 10-minute keep-out", kick)
+    first = outcome(callbacks_answered())
+    step(f"{LOOP_USER} enters {LOOP_ROOM} again: the stand-in sends ZIM's signed room_enter")
+    status = zim.reenter(LOOP_ROOM, LOOP_USER)
+    reentry = outcome(callbacks_answered())
+    handed: list[Invocation] = []
+
+    def hand_over(event: dict[str, Any]) -> Any:
+        handed.append(invoke(event))
+        return handed[-1].response
+
+    delivery = Poller(sqs=sqs, queue_url=queue_url, invoke=hand_over).poll()
+    step("Lambda's poller hands the queued kickout to the function", handed[0] if handed else None)
+    second = outcome(callbacks_answered())
+    ok = (
+        all(seen == "confirmed" for seen in earlier)
+        and first == ["confirmed"]
+        and (status, reentry) == (200, ["kickout_queued"])
+        and delivery is not None
+        and not delivery.failed
+        and second == ["confirmed"]
+        and zim.rooms.get(LOOP_ROOM) == {"bystander"}
+    )
+    print(
+        f"\n{LOOP_USER}: kicked, confirmed {first.count('confirmed')}, entered again, kicked again through the queue, "
+        f"confirmed {second.count('confirmed')}; {LOOP_ROOM} now holds {sorted(zim.rooms.get(LOOP_ROOM, set()))}"
+    )
+    return ok
+
+
 def summary(zim: ZimStandIn, parked: list[dict[str, Any]], *, parked_expected: int | None) -> bool:
     """Print what ZEGO's stand-in accepted and refused and what was parked; whether that is as expected."""
     print(
@@ -717,7 +841,8 @@ def serve(stack: Stack, port: int) -> int:
     from kickout_dev.local_http import LocalApi
 
     def invoke(event: dict[str, Any]) -> Any:
-        invocation = stack.invoke(event)
+        callbacks = stack.callbacks if event["path"] == "/zego/callbacks" else None
+        invocation = callbacks.invoke(event) if callbacks is not None else stack.invoke(event)
         print(f"\n▶ {event['httpMethod']} {event['path']} ({invocation.seconds * 1000:.0f} ms)", flush=True)
         for line in describe(invocation):
             print(f"  {line}", flush=True)
@@ -729,7 +854,8 @@ def serve(stack: Stack, port: int) -> int:
         print(f"local_lambda: cannot listen on 127.0.0.1:{port} ({error}); try --port 0", file=sys.stderr)
         return 1
     try:
-        print(f"\nPOST {api.url}/kickouts reaches the built function (Ctrl-C stops everything). Try:\n")
+        print(f"\nPOST {api.url}/kickouts reaches the built function (Ctrl-C stops everything), and")
+        print(f"POST {api.url}/zego/callbacks its callbacks' handler (ZIM's signed callbacks). Try:\n")
         print(
             f"  curl -s -X POST {api.url}/kickouts -H 'Content-Type: application/json' "
             """-d '{"room_id":"lobby-7","user_ids":["spammer_01"],"reason":"spam"}'\n""",
@@ -803,7 +929,7 @@ def _main(args: argparse.Namespace) -> int:
         return 1
     print(f"  - make build (sam build, {tools.arch} wheels from .wheelhouse) in {time.monotonic() - began:.1f} s")
     print(f"    -> {artifact.relative_to(ROOT) if artifact.is_relative_to(ROOT) else artifact}")
-    with running(tools, artifact) as stack:
+    with running(tools, artifact, callbacks=not args.events) as stack:
         print(
             f"  - Lambda Runtime Interface Emulator from the SAM CLI on 127.0.0.1:{stack.emulator.port} "
             f"(up in {stack.emulator.started_in:.2f} s), running {Path(tools.python).name} -S -m awslambdaric {HANDLER}"
@@ -811,7 +937,14 @@ def _main(args: argparse.Namespace) -> int:
         print("    on the artifact alone (not src/, not the .venv)")
         print(f"  - a ZIM server stand-in on {stack.zim.url} that checks signatures and parameters as ZEGO does")
         print(f"  - Secrets Manager and SQS in a moto server on {stack.moto.url}")
+        if stack.callbacks is not None:
+            print(
+                f"  - ZIM's callbacks: {CALLBACKS_HANDLER} under a second emulator on 127.0.0.1:"
+                f"{stack.callbacks.port}, behind {stack.zim.callback_url}"
+            )
         ok = run_cases(stack.invoke, cases)
+        if cases and stack.callbacks is not None:
+            ok = run_loop(stack.invoke, stack.zim, stack.callbacks_seen, stack.moto.sqs(), stack.queue_url) and ok
         if cases:
             ok = summary(stack.zim, stack.parked(), parked_expected=None if args.events else 1) and ok
             print("\nevery event handled as expected" if ok else "\nlocal_lambda: UNEXPECTED RESULT")
