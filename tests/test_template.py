@@ -410,6 +410,19 @@ def test_the_function_reads_keep_outs_from_their_index_and_deletes_only_keep_out
     ]
 
 
+def test_the_confirmed_share_alarm_divides_users_confirmed_by_users_kicked(template: Template) -> None:
+    alarm = resource(template, "KickoutsConfirmedShareAlarm", "AWS::CloudWatch::Alarm")
+    watched = {
+        metric["Id"]: metric["MetricStat"]["Metric"]["MetricName"]
+        for metric in alarm["Metrics"]
+        if "MetricStat" in metric
+    }
+    assert watched == {"kicked": "UsersKicked", "confirmed": "KickoutsConfirmed"}
+    [share] = [metric for metric in alarm["Metrics"] if metric.get("ReturnData")]
+    assert share["Expression"] == "IF(kicked >= 20, FILL(confirmed, 0) / kicked, 1)"
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("LessThanThreshold", 0.5)
+
+
 def test_api_invokes_the_function_with_its_own_permission_not_the_callers(template: Template) -> None:
     # SAM's default for AWS_IAM forwards the caller's credentials to Lambda,
     # which would make every caller need lambda:InvokeFunction as well.
