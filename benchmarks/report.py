@@ -1,7 +1,7 @@
 """What every benchmark reports through: its rows, its notes, the table `make bench` prints, and its log lines.
 
-benchmarks.run and the workloads it runs (benchmarks.fleet, slow_store, skew, zim_process, api_path, replay) import this module and
-not each other, so that run.py can import them without a circle.
+benchmarks.run and the workloads it runs (benchmarks.fleet, slow_store, skew, zim_process, api_path, replay)
+import this module and not each other, so that run.py can import them without a circle.
 """
 
 from __future__ import annotations

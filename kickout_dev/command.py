@@ -112,7 +112,18 @@ def describe(invocation: Invocation) -> list[str]:
             names = [metric["Name"] for block in line["_aws"]["CloudWatchMetrics"] for metric in block["Metrics"]]
             lines.append("metrics: " + ", ".join(f"{name}={_total(line.get(name, 0))}" for name in names))
         else:
-            keys = ("room_id", "outcome", "kicked_user_ids", "zego_request_ids", "reason", "detail", "error")
+            keys = (
+                "room_id",
+                "outcome",
+                "kicked_user_ids",
+                "confirmed_user_ids",
+                "user_id",
+                "keep_out_until",
+                "zego_request_ids",
+                "reason",
+                "detail",
+                "error",
+            )
             fields = " ".join(f"{key}={json.dumps(line[key], ensure_ascii=False)}" for key in keys if key in line)
             lines.append(f"log {line.get('level', '?')}: {line.get('message', '')} {fields}".rstrip())
     # The runtime's own "[ERROR] ..." line repeats the error response; anything else is worth seeing.
@@ -140,6 +151,76 @@ def run_cases(invoke: Callable[[Any], Invocation], cases: list[Case]) -> bool:
         elif case.expect is not None and not case.expect(invocation):
             print("  ✗ not what this event must give")
             ok = False
+    return ok
+
+
+LOOP_ROOM = "lobby-9"
+LOOP_USER = "raider_1"
+
+
+def run_loop(
+    invoke: Callable[[Any], Invocation],
+    zim: ZimStandIn,
+    callbacks_seen: list[Invocation],
+    sqs: Any,
+    queue_url: str,
+) -> bool:
+    """Kick with a keep-out -> ZIM's room_exit confirms it -> the user enters again -> ZIM's room_enter queues a
+    kickout -> Lambda's poller hands it over -> kicked again -> confirmed. Printed step by step; whether it held."""
+    from kickout_dev.event_source import Poller
+
+    def step(title: str, invocation: Invocation | None = None) -> None:
+        print(f"\n▶ {title}" + (f" ({invocation.seconds * 1000:.0f} ms)" if invocation else ""))
+        for seen in [invocation] if invocation else []:
+            for line in describe(seen):
+                print(f"  {line}")
+
+    def callbacks_answered() -> list[Invocation]:
+        zim.wait_for_callbacks()
+        answered = list(callbacks_seen)
+        callbacks_seen.clear()
+        for seen in answered:
+            print(f"  ZIM callback ({seen.seconds * 1000:.0f} ms):")
+            for line in describe(seen):
+                print(f"    {line}")
+        return answered
+
+    def outcome(seen: list[Invocation]) -> list[str]:
+        return [json.loads(i.response["body"]).get("outcome", "?") for i in seen if isinstance(i.response, dict)]
+
+    zim.wait_for_callbacks()
+    earlier = outcome(callbacks_seen)
+    callbacks_seen.clear()
+    print(f"\nZIM's room_exit callbacks for the kicks above: {earlier.count('confirmed')} of {len(earlier)} confirmed")
+    zim.rooms = {LOOP_ROOM: {LOOP_USER, "bystander"}}
+    kick = invoke({"room_id": LOOP_ROOM, "user_ids": [LOOP_USER], "operator_id": "mod-bot", "keep_out_seconds": 600})
+    step(f"the loop: a direct kickout of {LOOP_USER} from {LOOP_ROOM} with a 10-minute keep-out", kick)
+    first = outcome(callbacks_answered())
+    step(f"{LOOP_USER} enters {LOOP_ROOM} again: the stand-in sends ZIM's signed room_enter")
+    status = zim.reenter(LOOP_ROOM, LOOP_USER)
+    reentry = outcome(callbacks_answered())
+    handed: list[Invocation] = []
+
+    def hand_over(event: dict[str, Any]) -> Any:
+        handed.append(invoke(event))
+        return handed[-1].response
+
+    delivery = Poller(sqs=sqs, queue_url=queue_url, invoke=hand_over).poll()
+    step("Lambda's poller hands the queued kickout to the function", handed[0] if handed else None)
+    second = outcome(callbacks_answered())
+    ok = (
+        all(seen == "confirmed" for seen in earlier)
+        and first == ["confirmed"]
+        and (status, reentry) == (200, ["kickout_queued"])
+        and delivery is not None
+        and not delivery.failed
+        and second == ["confirmed"]
+        and zim.rooms.get(LOOP_ROOM) == {"bystander"}
+    )
+    print(
+        f"\n{LOOP_USER}: kicked, confirmed {first.count('confirmed')}, entered again, kicked again through the queue, "
+        f"confirmed {second.count('confirmed')}; {LOOP_ROOM} now holds {sorted(zim.rooms.get(LOOP_ROOM, set()))}"
+    )
     return ok
 
 

@@ -31,6 +31,8 @@ from kickout_dev.processes import (
 
 FUNCTION_NAME = "kickout-KickoutFunction"
 HANDLER = "handler.app.lambda_handler"
+CALLBACKS_HANDLER = "handler.app.callbacks_lambda_handler"
+"""KickoutCallbackFunction's: ZIM's callbacks, the same artifact under a second emulator."""
 START_TIMEOUT = 15.0
 LOG_TIMEOUT = 5.0
 """How long the emulator may take to write an invocation's REPORT line after answering."""
@@ -99,15 +101,25 @@ class Emulator:
     """aws-lambda-rie running the artifact with awslambdaric; one invocation at a time, as one Lambda
     execution environment takes them."""
 
-    def __init__(self, tools: Tools, artifact: Path, environ: dict[str, str], workdir: Path, timeout: int) -> None:
+    def __init__(
+        self,
+        tools: Tools,
+        artifact: Path,
+        environ: dict[str, str],
+        workdir: Path,
+        timeout: int,
+        *,
+        handler: str = HANDLER,
+    ) -> None:
         self.tools = tools
         self.artifact = artifact
-        self.environ = environ
+        self.handler = handler
+        self.environ = {**environ, "_HANDLER": handler}
         self.workdir = workdir
         self.timeout = timeout
         self.port = 0
         self.started_in = 0.0
-        self.log_path = workdir / "emulator.log"
+        self.log_path = workdir / f"emulator-{handler.rsplit('.', 1)[-1]}.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._lock = threading.Lock()
@@ -154,7 +166,7 @@ class Emulator:
                 "-S",  # no site-packages: the artifact and the runtime client are all the runtime sees
                 "-m",
                 "awslambdaric",
-                HANDLER,
+                self.handler,
             ],
             cwd=self.artifact,
             env=self.environ,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import uuid
 from functools import cache
@@ -50,3 +51,14 @@ def body_of(response: dict[str, Any]) -> dict[str, Any]:
     """An API Gateway proxy response's JSON body."""
     body: dict[str, Any] = json.loads(response["body"])
     return body
+
+
+def resigned(event: dict[str, Any], secret: str, at: int) -> dict[str, Any]:
+    """A ZIM callback event of `events/` (callback_*.json, signed with the sandbox's ServerSecret at a fixed time)
+    signed again at `at` (Unix seconds), as ZIM signs it: SHA-1 of the sorted secret, timestamp and nonce. The
+    function refuses a timestamp more than 5 minutes from its clock, so a sample is sent re-signed."""
+    body = json.loads(event["body"])
+    body["timestamp"] = at
+    joined = "".join(sorted([secret, str(at), str(body["nonce"])]))
+    body["signature"] = hashlib.sha1(joined.encode(), usedforsecurity=False).hexdigest()
+    return {**event, "body": json.dumps(body)}

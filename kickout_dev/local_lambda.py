@@ -47,10 +47,12 @@ from kickout_dev.command import (
     file_cases,
     port_number,
     run_cases,
+    run_loop,
     run_tool,
     summary,
 )
 from kickout_dev.emulator import (
+    CALLBACKS_HANDLER,
     HANDLER,
     Emulator,
     Invocation,
@@ -80,6 +82,10 @@ class Stack:
     secret_arn: str
     dlq_url: str
     environ: dict[str, str] = field(repr=False)
+    callbacks: Emulator | None = None
+    """ZIM's callbacks' function, behind `front` (POST /zego/callbacks), which the stand-in calls back."""
+    queue_url: str = ""
+    callbacks_seen: list[Invocation] = field(default_factory=list)
 
     def invoke(self, event: Any) -> Invocation:
         return self.emulator.invoke(event)
@@ -90,8 +96,11 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running(tools: Tools, artifact: Path, *, rooms: dict[str, set[str]] | None = None) -> Iterator[Stack]:
-    """Start the moto server, the ZIM stand-in and the emulator; stop all of them on the way out."""
+def running(
+    tools: Tools, artifact: Path, *, rooms: dict[str, set[str]] | None = None, callbacks: bool = False
+) -> Iterator[Stack]:
+    """Start the moto server, the ZIM stand-in and the emulator (with `callbacks`, a second one for ZIM's callbacks
+    behind a loopback front the stand-in calls back); stop all of them on the way out."""
     config = function_config()
     with (
         tempfile.TemporaryDirectory(prefix="kickout-local-") as scratch,
@@ -123,14 +132,39 @@ def running(tools: Tools, artifact: Path, *, rooms: dict[str, set[str]] | None =
             workdir=workdir,
         )
         emulator = started.enter_context(Emulator(tools, artifact, environ, workdir, config.timeout))
-        yield Stack(zim=zim, moto=moto, emulator=emulator, secret_arn=secret_arn, dlq_url=dlq_url, environ=environ)
+        stack = Stack(
+            zim=zim,
+            moto=moto,
+            emulator=emulator,
+            secret_arn=secret_arn,
+            dlq_url=dlq_url,
+            environ=environ,
+            queue_url=queue_url,
+        )
+        if callbacks:
+            from kickout_dev.local_http import LocalApi
+
+            stack.callbacks = started.enter_context(
+                Emulator(tools, artifact, environ, workdir, config.timeout, handler=CALLBACKS_HANDLER)
+            )
+
+            def call_back(event: dict[str, Any]) -> Any:
+                assert stack.callbacks is not None
+                invocation = stack.callbacks.invoke(event)
+                stack.callbacks_seen.append(invocation)
+                return invocation.response
+
+            front = started.enter_context(LocalApi(call_back))
+            zim.callback_url = f"{front.url}/zego/callbacks"
+        yield stack
 
 
 def serve(stack: Stack, port: int) -> int:
     from kickout_dev.local_http import LocalApi
 
     def invoke(event: dict[str, Any]) -> Any:
-        invocation = stack.invoke(event)
+        callbacks = stack.callbacks if event["path"] == "/zego/callbacks" else None
+        invocation = callbacks.invoke(event) if callbacks is not None else stack.invoke(event)
         print(f"\n▶ {event['httpMethod']} {event['path']} ({invocation.seconds * 1000:.0f} ms)", flush=True)
         for line in describe(invocation):
             print(f"  {line}", flush=True)
@@ -142,7 +176,8 @@ def serve(stack: Stack, port: int) -> int:
         print(f"local_lambda: cannot listen on 127.0.0.1:{port} ({error}); try --port 0", file=sys.stderr)
         return 1
     try:
-        print(f"\nPOST {api.url}/kickouts reaches the built function (Ctrl-C stops everything). Try:\n")
+        print(f"\nPOST {api.url}/kickouts reaches the built function (Ctrl-C stops everything), and")
+        print(f"POST {api.url}/zego/callbacks its callbacks' handler (ZIM's signed callbacks). Try:\n")
         print(
             f"  curl -s -X POST {api.url}/kickouts -H 'Content-Type: application/json' "
             """-d '{"room_id":"lobby-7","user_ids":["spammer_01"],"reason":"spam"}'\n""",
@@ -190,7 +225,7 @@ def _main(args: argparse.Namespace) -> int:
         return 1
     print(f"  - make build (sam build, {tools.arch} wheels from .wheelhouse) in {time.monotonic() - began:.1f} s")
     print(f"    -> {artifact.relative_to(ROOT) if artifact.is_relative_to(ROOT) else artifact}")
-    with running(tools, artifact) as stack:
+    with running(tools, artifact, callbacks=not args.events) as stack:
         print(
             f"  - Lambda Runtime Interface Emulator from the SAM CLI on 127.0.0.1:{stack.emulator.port} "
             f"(up in {stack.emulator.started_in:.2f} s), running {Path(tools.python).name} -S -m awslambdaric {HANDLER}"
@@ -198,7 +233,14 @@ def _main(args: argparse.Namespace) -> int:
         print("    on the artifact alone (not src/, not the .venv)")
         print(f"  - a ZIM server stand-in on {stack.zim.url} that checks signatures and parameters as ZEGO does")
         print(f"  - Secrets Manager and SQS in a moto server on {stack.moto.url}")
+        if stack.callbacks is not None:
+            print(
+                f"  - ZIM's callbacks: {CALLBACKS_HANDLER} under a second emulator on 127.0.0.1:"
+                f"{stack.callbacks.port}, behind {stack.zim.callback_url}"
+            )
         ok = run_cases(stack.invoke, cases)
+        if cases and stack.callbacks is not None:
+            ok = run_loop(stack.invoke, stack.zim, stack.callbacks_seen, stack.moto.sqs(), stack.queue_url) and ok
         if cases:
             ok = summary(stack.zim, stack.parked(), parked_expected=None if args.events else 1) and ok
             print("\nevery event handled as expected" if ok else "\nlocal_lambda: UNEXPECTED RESULT")

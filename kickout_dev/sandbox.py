@@ -179,11 +179,25 @@ def make_like_template_queue(sqs: Any, queue_url: str, dlq_url: str) -> str:
 
 
 def create_state_table(dynamodb: Any, name: str = STATE_TABLE) -> str:
-    """The template's KickoutStateTable: key `id`, on demand."""
+    """The template's KickoutStateTable: key `id`, on demand, and its index of keep-outs by room."""
     dynamodb.create_table(
         TableName=name,
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        AttributeDefinitions=[
+            {"AttributeName": "id", "AttributeType": "S"},
+            {"AttributeName": "room_key", "AttributeType": "S"},
+            {"AttributeName": "user_id", "AttributeType": "S"},
+        ],
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "KeepOutsByRoom",
+                "KeySchema": [
+                    {"AttributeName": "room_key", "KeyType": "HASH"},
+                    {"AttributeName": "user_id", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
         BillingMode="PAY_PER_REQUEST",
     )
     return name

@@ -6,17 +6,24 @@ rooms and their members, can enforce a requests-per-second limit, and can be tol
 errors, any ZEGO code, slow answers, answers that trickle in a byte at a time, reset connections, bodies
 that are not JSON or not ZEGO's envelope (any bytes), bodies and heads far larger than an answer, a
 rotated secret.
+
+Given a `callback_url`, it calls back as ZIM does: a signed `room_exit` (exit_type Kickout) after each kick it
+answered 0, in the background and retried after 2, 4, 8, 16 and 32 s while the answer is not 2xx (`retry_delays`);
+and `reenter` replays a kicked user entering the room again (a signed `room_enter`, answered before it returns).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import socket
 import struct
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -137,9 +144,19 @@ class ZimStandIn(LoopbackServer):
     faults: deque[Fault] = field(default_factory=deque)
     fault_for: Callable[[dict[str, list[str]]], Fault | None] | None = None
     """Decide a fault per request from its parameters (for streams where order is not known)."""
+    callback_url: str | None = None
+    """Where ZIM's room callbacks go (the function's POST /zego/callbacks); None: no callbacks."""
+    callback_secret: str | None = None
+    """What the callbacks are signed with; None: the ServerSecret (ZEGO's console points at it)."""
+    retry_delays: tuple[float, ...] = (2, 4, 8, 16, 32)
+    callbacks_sent: list[tuple[str, dict[str, Any], int]] = field(default_factory=list)
+    """(event, body, HTTP status) of every callback attempt, in order (status 0: no answer)."""
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
+        self._settled = threading.Condition(self._lock)
+        self._pending = 0
+        """Kicks answered whose room_exit is not settled yet (counted before the answer is written)."""
         self._nonces: set[str] = set()
         self._in_flight = 0
         self._recent: deque[float] = deque()
@@ -173,6 +190,64 @@ class ZimStandIn(LoopbackServer):
         with self._lock:
             self.kickouts.clear()
             self.refusals.clear()
+
+    def reenter(self, room_id: str, user_id: str) -> int:
+        """A kicked user enters the room again: a member once more, and ZIM's signed `room_enter` sent (once) to
+        the callback URL; the HTTP status it got (0: no answer)."""
+        with self._lock:
+            if self.rooms is not None:
+                self.rooms.setdefault(room_id, set()).add(user_id)
+        return self._call_back("room_enter", {"room_id": room_id, "operator_account": user_id})
+
+    def wait_for_callbacks(self, timeout: float = 10.0) -> None:
+        """Until every kick answered so far has had its room_exit answered (or given up), at most `timeout` s."""
+        with self._settled:
+            self._settled.wait_for(lambda: self._pending == 0, timeout)
+
+    def _kicked(self, room_id: str, user_ids: tuple[str, ...], operator_id: str | None) -> None:
+        """ZIM's room_exit for users it removed, sent after the answer and retried as ZEGO retries."""
+        fields = {
+            "room_id": room_id,
+            "exit_type": "Kickout",
+            "operator_account": operator_id or "",
+            "exit_user_ids": list(user_ids),
+        }
+
+        def send() -> None:
+            try:
+                for delay in (0.0, *self.retry_delays):
+                    time.sleep(delay)
+                    if 200 <= self._call_back("room_exit", fields) < 300:
+                        return
+            finally:
+                with self._settled:
+                    self._pending -= 1
+                    self._settled.notify_all()
+
+        threading.Thread(target=send, name="zim-callback", daemon=True).start()
+
+    def _call_back(self, event: str, fields: dict[str, Any]) -> int:
+        """One signed callback POSTed as ZIM sends it: JSON, `appid` and `nonce` as strings, timestamp seconds."""
+        if self.callback_url is None:
+            raise ValueError("the stand-in has no callback_url")
+        timestamp, nonce = str(int(self.clock())), str(random.randrange(100_000, 1_000_000_000))
+        secret = self.callback_secret or self.server_secret
+        signature = hashlib.sha1("".join(sorted([secret, timestamp, nonce])).encode(), usedforsecurity=False)
+        body = {"appid": str(self.app_id), "event": event, "nonce": nonce, "timestamp": int(timestamp), **fields}
+        body["signature"] = signature.hexdigest()
+        request = urllib.request.Request(  # noqa: S310 (the callback URL is the tests' own loopback front)
+            self.callback_url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+                status = int(answer.status)
+        except urllib.error.HTTPError as error:
+            status = error.code
+        except OSError:
+            status = 0
+        with self._lock:
+            self.callbacks_sent.append((event, body, status))
+        return status
 
     @property
     def kicked_user_ids(self) -> list[str]:
@@ -214,7 +289,12 @@ class ZimStandIn(LoopbackServer):
         document = self._kickout(params)
         if self.latency and fault is None:
             time.sleep(self.latency)
-        self._answer(request, document)
+        left = document.pop("_left", None)
+        try:
+            self._answer(request, document)
+        finally:
+            if left is not None:  # ZIM calls back whether or not its answer reached the caller
+                self._kicked(*left)
 
     def _misbehave(self, request: BaseHTTPRequestHandler, fault: Fault, params: dict[str, list[str]]) -> bool:
         """Apply a fault; False when the request should then be handled normally (a slow but good answer)."""
@@ -245,7 +325,12 @@ class ZimStandIn(LoopbackServer):
                 return False
             case "trickle":
                 seconds_per_byte, head = fault.value
-                self._trickle(request, self._kickout(params), seconds_per_byte, head=head)
+                document = self._kickout(params)
+                if document.pop("_left", None) is not None:  # a trickled answer calls nothing back
+                    with self._settled:
+                        self._pending -= 1
+                        self._settled.notify_all()
+                self._trickle(request, document, seconds_per_byte, head=head)
             case "body":
                 raw, status = fault.value
                 self._send(request, status, raw)
@@ -267,7 +352,7 @@ class ZimStandIn(LoopbackServer):
                 return self._refuse(*problem)
             room_id = params["RoomId"][0]
             user_ids = tuple(params["UserId[]"])
-            code = self._apply(room_id, user_ids)
+            code, present = self._apply(room_id, user_ids)
             self.kickouts.append(
                 Kickout(
                     room_id=room_id,
@@ -280,7 +365,13 @@ class ZimStandIn(LoopbackServer):
                     at=time.monotonic(),
                 )
             )
-        return self._reply(code, "success" if code == 0 else "room or users not found")
+        document = self._reply(code, "success" if code == 0 else "room or users not found")
+        if code == 0 and self.callback_url is not None:
+            # Who left, for the room_exit callback sent once the answer is written (not part of the answer).
+            document["_left"] = (room_id, present, params.get("FromUserId", [None])[0])
+            with self._lock:
+                self._pending += 1
+        return document
 
     def _check(self, params: dict[str, list[str]]) -> tuple[int, str] | None:
         return self._check_shape(params) or self._check_signature(params)
@@ -352,17 +443,18 @@ class ZimStandIn(LoopbackServer):
         self._recent.append(now)
         return False
 
-    def _apply(self, room_id: str, user_ids: Iterable[str]) -> int:
+    def _apply(self, room_id: str, user_ids: Iterable[str]) -> tuple[int, tuple[str, ...]]:
+        """ZEGO's code for removing `user_ids`, and those it removed."""
         if self.rooms is None:
-            return 0
+            return 0, tuple(user_ids)
         members = self.rooms.get(room_id)
         if members is None:
-            return 660300001
-        present = [user for user in user_ids if user in members]
+            return 660300001, ()
+        present = tuple(user for user in user_ids if user in members)
         if not present:
-            return 660300002
+            return 660300002, ()
         members.difference_update(present)
-        return 0
+        return 0, present
 
     def _refuse(self, code: int, why: str) -> dict[str, Any]:
         with self._lock:

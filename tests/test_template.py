@@ -65,9 +65,9 @@ def environment(template: Template) -> dict[str, Any]:
     return {**global_vars, **function["Environment"]["Variables"]}
 
 
-def policy_statements(template: Template) -> list[dict[str, Any]]:
+def policy_statements(template: Template, function_id: str = "KickoutFunction") -> list[dict[str, Any]]:
     """Inline statements of every function policy (policy templates excluded)."""
-    function = resource(template, "KickoutFunction", "AWS::Serverless::Function")
+    function = resource(template, function_id, "AWS::Serverless::Function")
     statements: list[dict[str, Any]] = []
     for policy in function["Policies"]:
         if isinstance(policy, dict) and "Statement" in policy:
@@ -318,6 +318,111 @@ def test_api_accepts_only_iam_signed_post_kickouts_on_stage_v1(template: Templat
     assert event["Properties"] == {"RestApiId": {"Ref": "KickoutApi"}, "Path": "/kickouts", "Method": "post"}
 
 
+def test_the_callback_route_is_the_one_without_iam_auth_and_served_by_its_own_function(template: Template) -> None:
+    # ZEGO cannot sign SigV4: POST /zego/callbacks has no authorizer, and is served by a function of its own
+    callbacks = resource(template, "KickoutCallbackFunction", "AWS::Serverless::Function")
+    assert callbacks["Handler"] == "handler.app.callbacks_lambda_handler"
+    assert callbacks["Events"] == {
+        "Callbacks": {
+            "Type": "Api",
+            "Properties": {
+                "RestApiId": {"Ref": "KickoutApi"},
+                "Path": "/zego/callbacks",
+                "Method": "post",
+                "Auth": {"Authorizer": "NONE"},
+            },
+        }
+    }
+    # and it answers before ZEGO gives up on it (a few seconds)
+    assert callbacks["Timeout"] <= 6
+    # and no other route of the API goes without IAM
+    for logical_id, found in template["Resources"].items():
+        if found["Type"] == "AWS::Serverless::Function" and logical_id != "KickoutCallbackFunction":
+            for event in found["Properties"].get("Events", {}).values():
+                assert "Auth" not in event["Properties"], logical_id
+
+
+def test_the_callback_functions_role_reads_keep_outs_claims_callbacks_and_sends_to_the_queue_only(
+    template: Template,
+) -> None:
+    callbacks = resource(template, "KickoutCallbackFunction", "AWS::Serverless::Function")
+    secret_policies = [policy for policy in callbacks["Policies"] if "AWSSecretsManagerGetSecretValuePolicy" in policy]
+    assert secret_policies == [{"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "ZegoSecretArn"}}}]
+    granted = {
+        (tuple(as_list(statement["Action"])), str(statement["Resource"]), str(statement.get("Condition")))
+        for statement in policy_statements(template, "KickoutCallbackFunction")
+    }
+    table = str(get_att("KickoutStateTable", "Arn"))
+    assert granted == {
+        (
+            ("dynamodb:GetItem",),
+            table,
+            str({"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["keepout#*"]}}),
+        ),
+        (
+            ("dynamodb:PutItem", "dynamodb:DeleteItem"),
+            table,
+            str({"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["callback#*"]}}),
+        ),
+        (("sqs:SendMessage",), str(get_att("KickoutQueue", "Arn")), "None"),
+        (
+            ("kms:Decrypt",),
+            str({"Ref": "ZegoSecretKmsKeyArn"}),
+            str({"StringEquals": {"kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}}}),
+        ),
+    }
+
+
+def test_the_item_keys_the_callback_role_may_touch_are_the_ones_the_code_writes() -> None:
+    from handler.fleet.callback_claims import claim_key
+    from handler.fleet.keep_outs import item_key
+
+    assert item_key(1, "r", "u").startswith("keepout#")
+    assert claim_key(1, "room_enter", "1", "2").startswith("callback#")
+
+
+def test_keep_outs_are_a_resource_of_the_iam_authenticated_api(template: Template) -> None:
+    events = function_setting(template, "Events")
+    routes = {(event["Properties"]["Path"], event["Properties"]["Method"]) for event in events.values()}
+    assert routes == {("/kickouts", "post"), ("/keep-outs", "get"), ("/keep-outs/{room_id}/{user_id}", "delete")}
+    # no authorizer of their own: the API's default, AWS_IAM
+    assert all("Auth" not in event["Properties"] for event in events.values())
+
+
+def test_the_function_reads_keep_outs_from_their_index_and_deletes_only_keep_outs(template: Template) -> None:
+    from handler.fleet.keep_outs import BY_ROOM, KIND
+
+    table = resource(template, "KickoutStateTable", "AWS::DynamoDB::Table")
+    [index] = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == BY_ROOM
+    assert index["KeySchema"] == [
+        {"AttributeName": "room_key", "KeyType": "HASH"},
+        {"AttributeName": "user_id", "KeyType": "RANGE"},
+    ]
+    statements = policy_statements(template)
+    queries = [statement for statement in statements if "dynamodb:Query" in as_list(statement["Action"])]
+    assert [statement["Resource"] for statement in queries] == [
+        {"Fn::Sub": "${KickoutStateTable.Arn}/index/" + BY_ROOM}
+    ]
+    deletes = [statement for statement in statements if "dynamodb:DeleteItem" in as_list(statement["Action"])]
+    assert [statement["Condition"] for statement in deletes] == [
+        {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{KIND}#*", "idempotency#*"]}}
+    ]
+
+
+def test_the_confirmed_share_alarm_divides_users_confirmed_by_users_kicked(template: Template) -> None:
+    alarm = resource(template, "KickoutsConfirmedShareAlarm", "AWS::CloudWatch::Alarm")
+    watched = {
+        metric["Id"]: metric["MetricStat"]["Metric"]["MetricName"]
+        for metric in alarm["Metrics"]
+        if "MetricStat" in metric
+    }
+    assert watched == {"kicked": "UsersKicked", "confirmed": "KickoutsConfirmed"}
+    [share] = [metric for metric in alarm["Metrics"] if metric.get("ReturnData")]
+    assert share["Expression"] == "IF(kicked >= 20, FILL(confirmed, 0) / kicked, 1)"
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("LessThanThreshold", 0.5)
+
+
 def test_api_invokes_the_function_with_its_own_permission_not_the_callers(template: Template) -> None:
     # SAM's default for AWS_IAM forwards the caller's credentials to Lambda,
     # which would make every caller need lambda:InvokeFunction as well.
@@ -334,7 +439,14 @@ def test_api_is_traced_and_throttled_from_parameters(template: Template) -> None
             "HttpMethod": "*",
             "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
             "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
-        }
+        },
+        # ZIM's callbacks have their own: a raid's re-entries arrive at once, beyond the kickout route's few a second
+        {
+            "ResourcePath": "/~1zego~1callbacks",
+            "HttpMethod": "POST",
+            "ThrottlingRateLimit": {"Ref": "CallbackThrottlingRateLimit"},
+            "ThrottlingBurstLimit": {"Ref": "CallbackThrottlingBurstLimit"},
+        },
     ]
 
 
@@ -846,6 +958,9 @@ def test_outputs_expose_the_api_url_queues_and_function(template: Template) -> N
     outputs = {name: output["Value"] for name, output in template["Outputs"].items()}
     assert outputs == {
         "KickoutApiUrl": {"Fn::Sub": "https://${KickoutApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/v1/kickouts"},
+        "KickoutCallbackUrl": {
+            "Fn::Sub": "https://${KickoutApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/v1/zego/callbacks"
+        },
         "KickoutQueueUrl": {"Ref": "KickoutQueue"},
         "KickoutDeadLetterQueueUrl": {"Ref": "KickoutDeadLetterQueue"},
         "KickoutFunctionArn": {"Ref": "KickoutFunction.Alias"},
@@ -1053,10 +1168,19 @@ def test_the_named_queue_is_named_after_the_stacks_id_so_a_stack_deployed_again_
 
 
 @pytest.mark.parametrize(
-    "logical_id", ["KickoutQueue", "KickoutDeadLetterQueue", "KickoutFunctionLogGroup", "KickoutApiAccessLogGroup"]
+    "logical_id",
+    [
+        "KickoutQueue",
+        "KickoutDeadLetterQueue",
+        "KickoutFunctionLogGroup",
+        "KickoutApiAccessLogGroup",
+        "KickoutCallbackFunctionLogGroup",
+        "KickoutStateTable",
+    ],
 )
 def test_what_holds_kickouts_or_the_audit_trail_outlives_the_stack(template: Template, logical_id: str) -> None:
-    # GIVEN a resource whose loss would lose kickouts not yet done, parked ones, or who ordered a kick
+    # GIVEN a resource whose loss would lose kickouts not yet done, parked ones, keep-outs in force, or who ordered
+    # a kick
     declared = template["Resources"][logical_id]
     # THEN neither deleting the stack nor replacing the resource deletes it
     assert declared["DeletionPolicy"] == "Retain"
@@ -1297,10 +1421,14 @@ def test_snapstart_is_a_parameter_off_by_default_applied_to_the_published_alias(
         found["Properties"] for found in translated["Resources"].values() if found["Type"] == "AWS::Lambda::Alias"
     ]
     assert (alias["Name"], alias["FunctionName"]) == ("live", {"Ref": "KickoutFunction"})
-    (permission,) = [
-        found["Properties"]
+    invoked_by_the_api = [
+        found["Properties"]["FunctionName"]
         for found in translated["Resources"].values()
         if found["Type"] == "AWS::Lambda::Permission" and found["Properties"]["Principal"] == "apigateway.amazonaws.com"
     ]
-    assert permission["FunctionName"] == {"Ref": "KickoutFunctionAliaslive"}
+    # (one permission a route; ZIM's callbacks have a function of their own, which no snapshot serves)
+    assert {json.dumps(name) for name in invoked_by_the_api} == {
+        json.dumps({"Ref": "KickoutCallbackFunction"}),
+        json.dumps({"Ref": "KickoutFunctionAliaslive"}),
+    }
     assert "KickoutFunctionAliaslive" in json.dumps(translated["Resources"]["KickoutApi"]["Properties"]["Body"])

@@ -60,8 +60,25 @@ def handler_for(function: Callable[[], wiring.Function]) -> LambdaHandler:
     return handler
 
 
+def callbacks_handler_for(function: Callable[[], wiring.Function]) -> LambdaHandler:
+    """The Lambda handler of ZIM's callbacks (a function of its own, with a role of its own): logs and metrics
+    around the adapter, no trace of the request (its body and the signature are ZEGO's)."""
+
+    @logger.inject_lambda_context(clear_state=True)
+    @metrics.log_metrics(capture_cold_start_metric=True)
+    def callbacks_handler(event: Any, context: LambdaContext) -> Any:
+        from handler.entry import callbacks  # noqa: PLC0415 (on first use: the kickout function never loads it)
+
+        return callbacks.handle(event, context, function().callbacks)
+
+    handler: LambdaHandler = callbacks_handler
+    return handler
+
+
 lambda_handler = handler_for(wiring.lambdas_function)
 """The handler Lambda calls (template.yaml: handler.app.lambda_handler), for the function of its environment."""
+callbacks_lambda_handler = callbacks_handler_for(wiring.lambdas_function)
+"""ZIM's callbacks (template.yaml: handler.app.callbacks_lambda_handler)."""
 
 
 def _register_snapshot_hooks() -> None:

@@ -28,6 +28,8 @@ from handler.core.ports import AlwaysCall, Health, HttpReply, KeptAnswers, RateG
 from handler.entry.kickouts import Kickouts
 from handler.fleet import circuit
 from handler.fleet.budget import MARGIN, FleetBudget, Lane, departing
+from handler.fleet.callback_claims import DynamoCallbackClaims
+from handler.fleet.keep_outs import DynamoKeepOuts
 from handler.fleet.pacing import Pacer
 from handler.fleet.slot_book import DynamoSlotBook
 from handler.zego import transport
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_sqs.client import SQSClient
+
+    from handler.entry.callbacks import Callbacks
 
 Part = TypeVar("Part")
 
@@ -52,6 +56,10 @@ class Parts:
     """How a ZEGO call waits out its backoff between attempts (kickout_dev.clock skips it to replay faults fast)."""
     failures_to_open: int = circuit.FAILURES_TO_OPEN
     """ZEGO failures in a row that open its circuit for the fleet."""
+    wall_clock: Callable[[], float] = time.time
+    """Unix seconds, where keep-out windows start."""
+    keep_out_dynamodb: Callable[[], DynamoDBClient] = clients.keep_out_dynamodb
+    """The keep-outs' DynamoDB client (a test hands one that cannot reach its table)."""
 
 
 class Function:
@@ -79,6 +87,43 @@ class Function:
 
     def dynamodb(self) -> DynamoDBClient:
         return self._once("_dynamodb", clients.dynamodb)
+
+    def keep_outs(self) -> DynamoKeepOuts:
+        """The keep-out windows, in the state table, on a client of their own."""
+
+        def make() -> DynamoKeepOuts:
+            config = self.settings()
+            client = self._once("_keep_out_dynamodb", self.parts.keep_out_dynamodb)
+            return DynamoKeepOuts(client=lambda: client, table=config.state_table, app_id=config.app_id)
+
+        return self._once("_keep_outs", make)
+
+    def callback_claims(self) -> DynamoCallbackClaims:
+        """Which of ZIM's callbacks were handled, in the state table, on the keep-outs' client."""
+
+        def make() -> DynamoCallbackClaims:
+            config = self.settings()
+            client = self._once("_keep_out_dynamodb", self.parts.keep_out_dynamodb)
+            return DynamoCallbackClaims(client=lambda: client, table=config.state_table, app_id=config.app_id)
+
+        return self._once("_callback_claims", make)
+
+    @property
+    def callbacks(self) -> Callbacks:
+        """What ZIM's callback entry point is handed (made only in the callbacks' function)."""
+        from handler.entry.callbacks import Callbacks  # noqa: PLC0415 (the kickout function never loads it)
+
+        return self._once(
+            "_callbacks",
+            lambda: Callbacks(
+                settings=self.settings,
+                read_secret=lambda deadline: self.server_secret().read_callback_secret(deadline),
+                keep_outs=self.keep_outs,
+                claims=self.callback_claims,
+                sqs=self.sqs,
+                wall_clock=self.parts.wall_clock,
+            ),
+        )
 
     def secrets_provider(self) -> SecretsProvider:
         return self._once("_secrets_provider", clients.secrets_provider)
@@ -157,7 +202,14 @@ class Function:
         """What the entry points are handed."""
         return self._once(
             "_kickouts",
-            lambda: Kickouts(zim_client=self.zim_client, settings=self.settings, sqs=self.sqs, answers=self.answers),
+            lambda: Kickouts(
+                zim_client=self.zim_client,
+                settings=self.settings,
+                sqs=self.sqs,
+                keep_outs=self.keep_outs,
+                wall_clock=self.parts.wall_clock,
+                answers=self.answers,
+            ),
         )
 
     def renew(self) -> None:

@@ -49,8 +49,22 @@ def test_document_names_the_api_and_the_projects_version(generated: dict[str, An
     assert generated["info"]["description"]
 
 
-def test_only_post_kickouts_is_offered(generated: dict[str, Any]) -> None:
-    assert {path: list(methods) for path, methods in generated["paths"].items()} == {"/kickouts": ["post"]}
+def test_post_kickouts_and_the_keep_outs_are_offered_and_nothing_else(generated: dict[str, Any]) -> None:
+    # ZIM's callbacks (POST /zego/callbacks) are a function of their own, ZEGO's to call, not the callers' API
+    assert {path: list(methods) for path, methods in generated["paths"].items()} == {
+        "/kickouts": ["post"],
+        "/keep-outs": ["get"],
+        "/keep-outs/{room_id}/{user_id}": ["delete"],
+    }
+    listing = generated["paths"]["/keep-outs"]["get"]
+    parameters = {parameter["name"]: parameter for parameter in listing["parameters"]}
+    assert parameters["room_id"]["required"] is True
+    assert parameters["room_id"]["schema"]["maxLength"] == 32
+    assert parameters["limit"]["schema"]["maximum"] == 100
+    assert {"200", "400", "422", "503"} <= set(listing["responses"])
+    lifting = generated["paths"]["/keep-outs/{room_id}/{user_id}"]["delete"]
+    assert {parameter["name"] for parameter in lifting["parameters"]} == {"room_id", "user_id"}
+    assert {"200", "404", "422", "503"} <= set(lifting["responses"])
     operation = generated["paths"]["/kickouts"]["post"]
     assert operation["requestBody"]["required"] is True
     assert operation["requestBody"]["content"]["application/json"]["schema"] == {

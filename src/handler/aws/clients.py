@@ -49,6 +49,11 @@ SECRETS_MANAGER: Final = CallBounds(connect=0.5, read=1.0, attempts=2)
 """Read once per environment and every 5 minutes (GetSecretValue answers in tens of ms): a retry is worth its time."""
 DYNAMODB: Final = CallBounds(connect=1.0, read=1.0, attempts=2)
 """The budget's bookings and ZEGO's circuit: single-item calls that take milliseconds when DynamoDB is well."""
+KEEP_OUTS: Final = CallBounds(connect=0.5, read=0.5, attempts=2)
+"""A keep-out's conditional UpdateItem or GetItem, after ZEGO's answer: kept short (worst 3 s) so that one still fits
+the end of a queue batch, on a client of its own so its writes never wait for the budget's connections."""
+KEEP_OUT_CONNECTIONS: Final = 8
+"""Keep-out writes in flight at once (each a few ms): a message of 500 users is recorded in about 60 round trips."""
 SQS: Final = CallBounds(connect=0.5, read=1.0, attempts=1)
 """Parking, backoff and deferral, in batches: entries SQS refuses are retried by the caller when time allows, so the
 client does not retry on its own and one call's worst case stays small enough to keep back at a batch's end."""
@@ -82,3 +87,9 @@ def sqs() -> SQSClient:
 
 def dynamodb() -> DynamoDBClient:
     return boto3.client("dynamodb", config=DYNAMODB.config)
+
+
+def keep_out_dynamodb() -> DynamoDBClient:
+    """The keep-outs' own client: its pool holds as many connections as writes run at once."""
+    config = KEEP_OUTS.config.merge(Config(max_pool_connections=KEEP_OUT_CONNECTIONS))
+    return boto3.client("dynamodb", config=config)

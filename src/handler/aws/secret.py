@@ -54,6 +54,13 @@ class ServerSecret:
 
     def read(self, force_fetch: bool = False, deadline: Deadline | None = None) -> str:
         """The ServerSecret, from the cache while it is fresh; a fetch starts only when `deadline` leaves it time."""
+        return server_secret_from(self._read(force_fetch, deadline))
+
+    def read_callback_secret(self, deadline: Deadline | None = None) -> str:
+        """The secret ZIM's callbacks are signed with: the same secret's `CallbackSecret` key, else the ServerSecret."""
+        return callback_secret_from(self._read(False, deadline))
+
+    def _read(self, force_fetch: bool, deadline: Deadline | None) -> str | bytes:
         reads = self._reads
         with reads.lock:
             now = time.monotonic()
@@ -73,7 +80,7 @@ class ServerSecret:
                     raise
                 reads.fetched_at, reads.failure = now, None
                 reads.forced_at = now if force_fetch else reads.forced_at
-        return server_secret_from(raw)
+        return raw
 
     def _get(self, *, force_fetch: bool) -> str | bytes:
         try:
@@ -107,3 +114,18 @@ def server_secret_from(stored: str | bytes) -> str:
     if not text:
         raise SecretUnavailable("the secret is empty")
     return text
+
+
+def callback_secret_from(secret_string: str | bytes) -> str:
+    """ZEGO's docs name a CallbackSecret, while their console steps point at the ServerSecret: a JSON secret's
+    string `CallbackSecret` key when it has one, else the ServerSecret."""
+    text = secret_string.decode(errors="replace") if isinstance(secret_string, bytes) else secret_string
+    if text.strip().startswith("{"):
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError:
+            document = None
+        value = document.get("CallbackSecret") if isinstance(document, dict) else None
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return server_secret_from(secret_string)

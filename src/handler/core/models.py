@@ -15,6 +15,8 @@ from handler.zego import zim
 MAX_USERS_PER_REQUEST: Final = 500
 """Ten ZEGO calls at most: at the fleet's share of ZEGO's 20 requests/s that still fits one invocation."""
 MAX_REASON_CHARACTERS: Final = 1024
+MAX_KEEP_OUT_SECONDS: Final = 7 * 86_400
+"""A keep-out lasts at most a week: longer is a ban, which belongs to the app's own account system."""
 
 # ZEGO's allowed set for RoomId and UserId: ASCII letters, digits, `!#$%&()+-:;<=.>?@[]^_{}|~,` and space.
 ZEGO_ID_PATTERN: Final = r"^[A-Za-z0-9!#$%&()+\-:;<=.>?@\[\]^_{}|~, ]+$"
@@ -39,6 +41,16 @@ class KickoutRequest(BaseModel):
     ]
     reason: Annotated[str, Field(max_length=MAX_REASON_CHARACTERS)] | None = None
     operator_id: ZegoId | None = None
+    keep_out_seconds: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=MAX_KEEP_OUT_SECONDS,
+            description="Seconds after the decision during which a user who enters the room again is kicked again "
+            "(0, the default: none). A later kickout that ends later extends it; one that ends sooner does not "
+            "shorten it.",
+        ),
+    ] = 0
 
 
 ID_RULE: Final = "1 to 32 characters: ASCII letters, digits, space and !#$%&()+-:;<=.>?@[]^_{}|~,"
@@ -113,3 +125,35 @@ class KickoutResult(BaseModel):
             if wanted.intersection(call.user_ids)
         ]
         return KickoutResult.from_calls(self.room_id, calls, reason_truncated=self.reason_truncated)
+
+
+class KeepOutView(BaseModel):
+    """One user kept out of a room."""
+
+    user_id: str
+    until: int = Field(description="When the keep-out ends, Unix seconds.")
+    reason: str | None = Field(description="The reason of the kickout that set it.")
+    operator_id: str | None = Field(description="The operator of the kickout that set it (kept as FromUserId).")
+
+
+class KeepOutPage(BaseModel):
+    """A page of a room's keep-outs that still last, in user order."""
+
+    room_id: str
+    keep_outs: list[KeepOutView]
+    next_token: str | None = Field(description="Pass as next_token for the next page; null on the last page.")
+
+
+class KeepOutLifted(BaseModel):
+    room_id: str
+    user_id: str
+    lifted: bool
+
+
+class KeepOutKey(BaseModel):
+    """Whose keep-out of which room (the path of DELETE /keep-outs/{room_id}/{user_id})."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    room_id: ZegoId
+    user_id: ZegoId

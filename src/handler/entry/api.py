@@ -1,19 +1,23 @@
 """REST entry point: POST /kickouts, validated by Powertools, every failure mapped to a JSON status here."""
 
+import base64
+import binascii
 import json
 import math
 from functools import partial
 from http import HTTPStatus
 from typing import Annotated, Any
+from urllib.parse import quote, unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Header
+from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.shared.json_encoder import Encoder
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
 
-from handler.aws.observability import logger
+from handler.aws.observability import MetricName, emit, logger
 from handler.aws.settings import API_DEADLINE_SECONDS, ConfigurationError
 from handler.core.deadline import Deadline
 from handler.core.errors import (
@@ -24,14 +28,34 @@ from handler.core.errors import (
     ZegoRefused,
     ZegoUnavailable,
 )
-from handler.core.models import CallReport, KickoutRequest, KickoutResult, field_problems
+from handler.core.models import (
+    ZEGO_ID_PATTERN,
+    CallReport,
+    KeepOutKey,
+    KeepOutLifted,
+    KeepOutPage,
+    KeepOutView,
+    KickoutRequest,
+    KickoutResult,
+    field_problems,
+)
 from handler.core.ports import Answer, KeyInUse, KeyReused
 from handler.entry import api_request, audit
-from handler.entry.api_responses import RESPONSES, ErrorBody, FieldProblem, ZegoAnswer
+from handler.entry.api_responses import (
+    LIFT_KEEP_OUT_RESPONSES,
+    LIST_KEEP_OUTS_RESPONSES,
+    RESPONSES,
+    ErrorBody,
+    FieldProblem,
+    ZegoAnswer,
+)
 from handler.entry.kickouts import Kickouts, deadline_of
+from handler.fleet.keep_outs import MAX_PAGE, KeepOutsUnavailable
 from handler.zego import zim
 
 KICKOUTS_PATH = "/kickouts"
+KEEP_OUTS_PATH = "/keep-outs"
+KEEP_OUT_RESOURCE = "/keep-outs/{room_id}/{user_id}"
 RATE_LIMITED_RETRY_AFTER_SECONDS = 1
 """ZEGO's limit is per second: a second later the budget is back."""
 KEY_IN_USE_RETRY_AFTER_SECONDS = 1
@@ -112,9 +136,87 @@ def _final_answer(kickouts: Kickouts, request: KickoutRequest, deadline: Deadlin
     return Answer(int(response.status_code), serialize(response.body))
 
 
+class InvalidNextToken(Exception):
+    """A next_token this API did not give."""
+
+
+class NoKeepOut(Exception):
+    """The user is not kept out of the room."""
+
+
+@app.get(KEEP_OUTS_PATH, summary="List a room's keep-outs", tags=["keep-outs"], responses=LIST_KEEP_OUTS_RESPONSES)
+def list_keep_outs(
+    room_id: Annotated[str, Query(min_length=1, max_length=32, pattern=ZEGO_ID_PATTERN)],
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="The most keep-outs read for this page.")] = 50,
+    next_token: Annotated[str | None, Query(max_length=200, description="The last page's next_token.")] = None,
+) -> KeepOutPage:
+    kickouts: Kickouts = app.context["kickouts"]
+    deadline = deadline_of(app.lambda_context, at_most=API_DEADLINE_SECONDS)
+    keep_outs, last = kickouts.keep_outs().in_room(
+        room_id, kickouts.wall_clock(), deadline, limit=limit, after=_after(next_token)
+    )
+    emit(MetricName.KEEP_OUTS_LISTED, len(keep_outs))
+    return KeepOutPage(
+        room_id=room_id,
+        keep_outs=[
+            KeepOutView(user_id=k.user_id, until=k.until, reason=k.reason, operator_id=k.operator_id) for k in keep_outs
+        ],
+        next_token=base64.urlsafe_b64encode(last.encode()).decode() if last is not None else None,
+    )
+
+
+def _after(next_token: str | None) -> str | None:
+    """The last user of the page before, from the token that page gave (the user id, base64url)."""
+    if next_token is None:
+        return None
+    try:
+        after = base64.urlsafe_b64decode(next_token.encode("ascii")).decode()
+        KeepOutKey(room_id="r", user_id=after)
+    except (binascii.Error, UnicodeError, ValueError):
+        raise InvalidNextToken from None
+    return after
+
+
+# API Gateway hands the path's ids decoded; the resolver's routes match only some of ZEGO's id characters (not `#`
+# nor `?`), so `handle` puts them back percent-encoded and the route decodes them.
+@app.delete(
+    "/keep-outs/<room_id>/<user_id>",
+    summary="Lift a keep-out early",
+    tags=["keep-outs"],
+    responses=LIFT_KEEP_OUT_RESPONSES,
+)
+def lift_keep_out(room_id: str, user_id: str) -> KeepOutLifted:
+    try:
+        key = KeepOutKey(room_id=unquote(room_id), user_id=unquote(user_id))
+    except ValidationError as error:
+        raise RequestValidationError(error.errors()) from None
+    kickouts: Kickouts = app.context["kickouts"]
+    deadline = deadline_of(app.lambda_context, at_most=API_DEADLINE_SECONDS)
+    lifted = kickouts.keep_outs().lift(key.room_id, key.user_id, kickouts.wall_clock(), deadline)
+    if lifted is None:
+        raise NoKeepOut
+    emit(MetricName.KEEP_OUTS_LIFTED, 1)
+    logger.info(
+        "keep-out lifted",
+        extra={"room_id": key.room_id, "user_id": key.user_id, "keep_out_until": lifted.until, **_principal()},
+    )
+    return KeepOutLifted(room_id=key.room_id, user_id=key.user_id, lifted=True)
+
+
+def _keep_out_path(event: dict[str, Any]) -> dict[str, Any]:
+    """The event of DELETE /keep-outs/{room_id}/{user_id} with its ids percent-encoded in the path."""
+    parameters = event.get("pathParameters") or {}
+    room_id, user_id = parameters.get("room_id"), parameters.get("user_id")
+    if not isinstance(room_id, str) or not isinstance(user_id, str):
+        return event
+    return {**event, "path": f"{KEEP_OUTS_PATH}/{quote(room_id, safe='')}/{quote(user_id, safe='')}"}
+
+
 def handle(event: dict[str, Any], context: LambdaContext, kickouts: Kickouts) -> dict[str, Any]:
     logger.set_correlation_id(event.get("requestContext", {}).get("requestId"))
     app.append_context(kickouts=kickouts)  # type: ignore[no-untyped-call]
+    if event.get("resource") == KEEP_OUT_RESOURCE:
+        return app.resolve(_keep_out_path(event), context)
     if (event.get("httpMethod"), event.get("path")) != ("POST", KICKOUTS_PATH):
         # The method and path are decided before the body is read: the resolver answers 405 or 404, whatever the
         # body holds (a GET with the body `null` is a method error, not a body error).
@@ -223,6 +325,22 @@ def invalid_request(error: RequestValidationError) -> Response[dict[str, Any]]:
         f"invalid kickout request: {', '.join(fields)}",
         fields=[FieldProblem(**problem) for problem in problems],
     )
+
+
+@app.exception_handler(InvalidNextToken)
+def invalid_next_token(_: InvalidNextToken) -> Response[dict[str, Any]]:
+    return _error(HTTPStatus.BAD_REQUEST, "invalid_next_token", "next_token is not one this API gave")
+
+
+@app.exception_handler(NoKeepOut)
+def no_keep_out(_: NoKeepOut) -> Response[dict[str, Any]]:
+    return _error(HTTPStatus.NOT_FOUND, "no_keep_out", "the user is not kept out of the room")
+
+
+@app.exception_handler(KeepOutsUnavailable)
+def keep_outs_unavailable(error: KeepOutsUnavailable) -> Response[dict[str, Any]]:
+    logger.warning("keep-outs unavailable", extra={"error": str(error)})
+    return _error(HTTPStatus.SERVICE_UNAVAILABLE, "keep_outs_unavailable", "the keep-outs could not be read or written")
 
 
 @app.exception_handler(NothingToKick)

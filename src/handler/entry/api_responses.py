@@ -115,3 +115,17 @@ RESPONSES: dict[int, OpenAPIResponse] = {
     ),
     504: _error_response("zego_unavailable: ZEGO did not answer in time."),
 }
+
+
+LIST_KEEP_OUTS_RESPONSES: dict[int, OpenAPIResponse] = {
+    200: {"description": "The room's keep-outs that still last, in user order, a page at a time."},
+    400: _error_response("invalid_next_token: next_token is not one this API gave."),
+    422: _error_response("invalid_request: room_id missing or not a ZEGO id, or limit not 1 to 100."),
+    503: _error_response("keep_outs_unavailable: the keep-outs' table could not be read; try again."),
+}
+LIFT_KEEP_OUT_RESPONSES: dict[int, OpenAPIResponse] = {
+    200: {"description": "The keep-out was lifted: ZIM's next room_enter of the user leaves them in."},
+    404: _error_response("no_keep_out: the user is not kept out of the room (none, or it ended)."),
+    422: _error_response("invalid_request: room_id or user_id is not a ZEGO id."),
+    503: _error_response("keep_outs_unavailable: the keep-outs' table could not be written; try again."),
+}

@@ -22,8 +22,9 @@ from handler.core.errors import KickoutError
 from handler.core.kickout import CallZego, carry_out, one_at_a_time
 from handler.core.models import KickoutRequest, KickoutResult
 from handler.core.ports import KeptAnswers
-from handler.entry import audit
+from handler.entry import audit, keep_out_writes
 from handler.fleet.budget import Lane
+from handler.fleet.keep_outs import DynamoKeepOuts, keep_out_until
 from handler.zego import transport, zim
 from handler.zego.client import ZimClient
 
@@ -63,6 +64,13 @@ def deadline_of(context: LambdaContext, *, at_most: float | None = None) -> Dead
     return deadline if at_most is None else deadline.within(at_most)
 
 
+def keep_out_field(request: KickoutRequest, decided_at: float) -> dict[str, int]:
+    """The audit's `keep_out_until` (Unix seconds) of a kickout with a window; nothing without one."""
+    if not request.keep_out_seconds:
+        return {}
+    return {"keep_out_until": keep_out_until(decided_at, request.keep_out_seconds)}
+
+
 @dataclass(frozen=True)
 class Kickouts:
     zim_client: Callable[[Lane, Deadline], ZimClient]
@@ -72,22 +80,41 @@ class Kickouts:
     sqs: Callable[[], SQSClient]
     answers: Callable[[], KeptAnswers]
     """The API's answers kept by Idempotency-Key."""
+    keep_outs: Callable[[], DynamoKeepOuts]
+    """The keep-outs' store; raises ConfigurationError while the configuration is wrong."""
+    wall_clock: Callable[[], float]
+    """Unix seconds: when a request was decided, the start of its keep-out window."""
 
     def kick_out(
         self, request: KickoutRequest, deadline: Deadline, origin: Mapping[str, object] | None = None
     ) -> KickoutResult:
-        """One kickout a caller waits for (API, direct invoke): audited, counted, first in line for ZEGO's budget.
+        """One kickout a caller waits for (API, direct invoke): audited, counted, first in line for ZEGO's budget;
+        its keep-outs recorded once ZEGO has answered, within `deadline`.
 
         `origin`: who or what sent the request (plain fields, e.g. the IAM principal), for its audit line.
         """
-        fields = audit.audit_fields(request, **(origin or {}))
+        decided_at = self.wall_clock()
+        fields = audit.audit_fields(request, **(origin or {}), **keep_out_field(request, decided_at))
         try:
             result = self.send_calls(request, deadline, Lane.API)
         except Exception as error:
             audit.record_failure(error, fields)  # an unexpected one too: counted FailedUnexpected, then raised
             raise
         audit.record_success(result, fields)
+        self.record_keep_outs([(request, result, decided_at)], deadline).finish(deadline)
         return result
+
+    def record_keep_outs(
+        self, kickouts: list[tuple[KickoutRequest, KickoutResult, float]], deadline: Deadline
+    ) -> keep_out_writes.Pending:
+        """Start writing the keep-outs of answered kickouts (request, result, when it was decided)."""
+        now = self.wall_clock()
+        keep_outs = [
+            keep_out
+            for request, result, decided_at in kickouts
+            for keep_out in keep_out_writes.keep_outs_of(request, result, decided_at, now)
+        ]
+        return keep_out_writes.start(self.keep_outs, keep_outs, deadline)
 
     def send_calls(self, request: KickoutRequest, deadline: Deadline, lane: Lane) -> KickoutResult:
         """The ZEGO calls of one request, unaudited; raises KickoutError or ConfigurationError."""

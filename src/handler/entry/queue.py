@@ -13,8 +13,9 @@
 A batch is settled before Powertools walks it: messages for the same room, reason and operator are merged
 into one ZEGO call, and the calls of a batch run concurrently on the shared pool, paced to this
 environment's share of ZEGO's rate limit. What is not simply acknowledged is then deferred, parked or hidden
-in SQS batch calls side by side (redelivery), in the time kept back for it, and Powertools applies each message's
-outcome.
+in SQS batch calls side by side (redelivery), in the time kept back for it, while the keep-outs of the messages
+done are written (keep_out_writes, their windows from each message's SentTimestamp); Powertools then applies each
+message's outcome.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from handler.core.errors import KickoutError, OutOfTime, SecretUnavailable, Zego
 from handler.core.kickout import Group, coalesce
 from handler.core.models import KickoutRequest, KickoutResult, describe_invalid
 from handler.entry import audit, redelivery
-from handler.entry.kickouts import Kickouts, deadline_of
+from handler.entry.kickouts import Kickouts, deadline_of, keep_out_field
 from handler.fleet.budget import Lane
 from handler.zego import transport, zim
 
@@ -94,13 +95,32 @@ def handle(event: dict[str, Any], context: LambdaContext, kickouts: Kickouts) ->
     deadline = deadline_of(context)
     closing = deadline.less(RETURN_MARGIN + AUDIT_SECONDS_PER_RECORD * len(records))
     outcomes = settle(records, closing.less(BOOKKEEPING_SECONDS), kickouts)
+    # ZEGO has answered: the keep-outs are written while the batch's redeliveries go out, both within `closing`.
+    keep_outs = kickouts.record_keep_outs(
+        [
+            (outcome.request, outcome.result, decided_at(record, kickouts))
+            for record in records
+            if isinstance(outcome := outcomes[record.message_id], Done)
+        ],
+        closing,
+    )
     redelivered = redelivery.redeliver(redelivery_plan(records, outcomes), closing, _workers, kickouts)
+    keep_outs.finish(closing)
     return process_partial_response(
         event=event,
-        record_handler=partial(apply_outcome, outcomes, redelivered),
+        record_handler=partial(apply_outcome, outcomes, redelivered, kickouts),
         processor=processor,
         context=context,
     )
+
+
+def decided_at(record: SQSRecord, kickouts: Kickouts) -> float:
+    """When the message's kickout was decided: SQS's SentTimestamp, the same on every redelivery of the message, so
+    that its keep-out ends at the same moment however often it is received (the wall clock when it has none)."""
+    sent = (record.raw_event.get("attributes") or {}).get("SentTimestamp")
+    if isinstance(sent, str) and sent.isdigit():
+        return int(sent) / 1000
+    return kickouts.wall_clock()
 
 
 def settle(records: Sequence[SQSRecord], deadline: Deadline, kickouts: Kickouts) -> dict[str, Outcome]:
@@ -197,7 +217,9 @@ def redelivery_plan(records: Sequence[SQSRecord], outcomes: Mapping[str, Outcome
     return redelivery.Plan(defer=defer, park=park, hide=hide)
 
 
-def apply_outcome(outcomes: Mapping[str, Outcome], redelivered: redelivery.Redelivered, record: SQSRecord) -> None:
+def apply_outcome(
+    outcomes: Mapping[str, Outcome], redelivered: redelivery.Redelivered, kickouts: Kickouts, record: SQSRecord
+) -> None:
     """Audit the message, and raise (Powertools reports it failed) unless it is done, deferred or parked."""
     delivery = {
         "message_id": record.message_id,
@@ -211,7 +233,8 @@ def apply_outcome(outcomes: Mapping[str, Outcome], redelivered: redelivery.Redel
             if record.message_id not in redelivered.parked:
                 raise NotParked("the invalid message could not be parked")
         case Done(request=request, result=result):
-            audit.record_success(result, audit.audit_fields(request, **delivery))
+            keep_out = keep_out_field(request, decided_at(record, kickouts))
+            audit.record_success(result, audit.audit_fields(request, **delivery, **keep_out))
         case Failed(request=request) if record.message_id in redelivered.deferred:
             audit.record_deferred(
                 audit.audit_fields(request, **delivery),
