@@ -54,7 +54,7 @@ from benchmarks.zim_process import ZimProcess
 from kickout_dev.event_source import Batching, Poller
 from kickout_dev.events import api_event
 from kickout_dev.processes import MotoServer, terminate
-from kickout_dev.queues import queue_is_empty
+from kickout_dev.queues import drained, queue_is_empty
 from kickout_dev.sandbox import (
     REGION,
     SECRET_NAME,
@@ -271,17 +271,9 @@ def hand_back(sqs: SQSClient, url: str, records: Sequence[dict[str, Any]]) -> No
 
 def drain(sqs: SQSClient, url: str) -> tuple[int, int]:
     """Empty a queue: (messages the function parked, messages SQS moved there itself), for the dead-letter queue."""
-    parked = moved = 0
-    while batch := sqs.receive_message(
-        QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=30
-    ).get("Messages", []):
-        for message in batch:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-            if "KickoutFailure" in message.get("MessageAttributes", {}):
-                parked += 1
-            else:
-                moved += 1
-    return parked, moved
+    messages = drained(sqs, url)
+    parked = sum(1 for message in messages if "KickoutFailure" in message.get("MessageAttributes", {}))
+    return parked, len(messages) - parked
 
 
 # --- the shared AWS side ----------------------------------------------------------------------------------------

@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import re
 import shutil
 import socket
@@ -58,6 +57,7 @@ from benchmarks.replay import measure_replay
 from benchmarks.report import ROOT, BenchError, Report, Row, log, print_table, quiet
 from benchmarks.skew import measure_skew
 from benchmarks.slow_store import measure_slow_store
+from kickout_dev.build import BuildFailed, build_for, host_arch
 from kickout_dev.emulator import xray_marker_removed
 from kickout_dev.events import load_event, sqs_record
 from kickout_dev.plural import counted
@@ -160,21 +160,12 @@ class Layout:
 
 
 def build_artifact(work: Path) -> Path:
-    arch = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}[platform.machine().lower()]
-    build_dir = work / "build"
+    build_dir, arch = work / "build", host_arch()
     log(f"make build BUILD_DIR={build_dir} LAMBDA_ARCH={arch}")
-    with (work / "build.log").open("w") as build_log:
-        completed = subprocess.run(
-            ["make", "build", f"BUILD_DIR={build_dir}", f"LAMBDA_ARCH={arch}"],
-            cwd=ROOT,
-            stdout=build_log,
-            stderr=subprocess.STDOUT,
-            timeout=600,
-            check=False,
-        )
-    if completed.returncode != 0:
-        raise BenchError(f"make build failed; see {work / 'build.log'}")
-    return build_dir / "KickoutFunction"
+    try:
+        return build_for(arch, build_dir)
+    except BuildFailed as error:
+        raise BenchError(f"make build failed: {error}") from None
 
 
 def _entries(root: Path, names: Sequence[str]) -> list[Path]:

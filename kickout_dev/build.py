@@ -129,16 +129,13 @@ def _run_to_end(args: list[str], *, timeout: float) -> str:
 
 def build(tools: Tools, build_dir: Path = DEFAULT_BUILD_DIR) -> Path:
     """`make build` for this machine's architecture; the function's artifact directory."""
+    return build_for(tools.arch, build_dir, make=tools.make)
+
+
+def build_for(arch: str, build_dir: Path, *, make: str = "make") -> Path:
+    """`make build` for `arch` into `build_dir` (also make bench's, which needs no emulator); the artifact directory."""
     _run_to_end(
-        [
-            tools.make,
-            "-C",
-            str(ROOT),
-            "--no-print-directory",
-            "build",
-            f"BUILD_DIR={build_dir}",
-            f"LAMBDA_ARCH={tools.arch}",
-        ],
+        [make, "-C", str(ROOT), "--no-print-directory", "build", f"BUILD_DIR={build_dir}", f"LAMBDA_ARCH={arch}"],
         timeout=BUILD_TIMEOUT,
     )
     artifact = build_dir / FUNCTION
