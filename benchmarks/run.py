@@ -22,6 +22,8 @@
    call: latency p50/p99 and store round trips per call, the calls side by side / one at a time
 11. Idempotency-Key (benchmarks.replay): a POST of 50 users with a new key, and the same key again (its replay),
    against one without a key, ZEGO answering in 100 ms
+12. a re-entry wave (benchmarks.reentry): 2,000 kept-out users' room_enter callbacks (answer p50/p99), then their
+   re-kicks drained by 1 environment and by QueueMaximumConcurrency (2) on the fleet: users/s against ZEGO's 1,000
 
 What it starts (a moto server, the stand-in, child interpreters) it stops by handle; it leaves nothing behind
 but the table it prints. Not a test: nothing here asserts a time.
@@ -53,6 +55,7 @@ import boto3
 from benchmarks.api_path import measure_api_path
 from benchmarks.cpu_share import LAMBDA_SHARE_256_MB
 from benchmarks.fleet import measure_fleet
+from benchmarks.reentry import measure_reentry
 from benchmarks.replay import measure_replay
 from benchmarks.report import ROOT, BenchError, Report, Row, log, print_table, quiet
 from benchmarks.skew import measure_skew
@@ -770,6 +773,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         measure_skew(report)
         measure_api_path(report)
         measure_replay(report)
+        measure_reentry(report)
     finally:
         _thaw(work)
         shutil.rmtree(work, ignore_errors=True)
