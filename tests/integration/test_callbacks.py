@@ -93,7 +93,7 @@ def test_a_kept_out_user_entering_again_is_queued_to_be_kicked_again(
     assert json.loads(message["Body"]) == {
         "room_id": "lobby-7",
         "user_ids": ["spammer_01"],
-        "reason": "keep-out to 2030-03-17T18:46:40Z",
+        "reason": "keep-out to 2030-03-17T18:47Z",  # its end, 18:46:40, rounded up to the minute
         "operator_id": "mod-anna",
     }
     assert message["MessageAttributes"]["KickoutCause"]["StringValue"] == "keep_out_reentry"
@@ -310,3 +310,20 @@ def test_a_failing_store_is_503_and_the_next_try_is_handled(box: Sandbox, clock:
     # AND once the table is back, ZEGO's retry is handled
     box.rewire(wall_clock=clock)
     assert answer(post(box, body)) == (200, {"outcome": "kickout_queued"})
+
+
+def test_re_entries_of_one_raid_share_a_reason_so_the_queue_can_merge_them_into_one_call() -> None:
+    from handler.entry.callbacks import rekick
+    from handler.fleet.keep_outs import KeepOut
+
+    # GIVEN keep-outs of one room set seconds apart (a raid kicked over half a minute), and one ending on the minute
+    ends = [1_900_000_020 + offset for offset in (1, 17, 39)]
+    on_the_minute = 1_900_000_080
+    # WHEN each user enters again THEN their kickouts carry one reason, the end rounded up, never earlier than it is
+    reasons = {rekick(KeepOut(room_id="lobby", user_id=f"u{end}", until=end))["reason"] for end in ends}
+    assert reasons == {"keep-out to 2030-03-17T17:48Z"}
+    assert (
+        rekick(KeepOut(room_id="lobby", user_id="u", until=on_the_minute))["reason"] == "keep-out to 2030-03-17T17:48Z"
+    )
+    # AND the reason stays within the 32 bytes ZEGO keeps
+    assert len(next(iter(reasons)).encode()) <= 32

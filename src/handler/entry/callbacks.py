@@ -19,6 +19,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -159,9 +160,12 @@ def _room_enter(
 
 
 def rekick(keep_out: KeepOut) -> dict[str, Any]:
-    """The queue message that kicks a kept-out user again: the reason names the keep-out (32 bytes, all ZEGO keeps),
+    """The queue message that kicks a kept-out user again: the reason names the keep-out and its end to the minute
+    (32 bytes, all ZEGO keeps),
     the operator of the kickout that set it is kept as `FromUserId`; no window of its own (it would extend it)."""
-    until = dt.datetime.fromtimestamp(keep_out.until, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # To the minute, rounded up (never earlier than the real end): the queue merges kickouts of one room only when
+    # their reasons agree, and a raid's keep-outs, set seconds apart, end seconds apart.
+    until = dt.datetime.fromtimestamp(math.ceil(keep_out.until / 60) * 60, dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
     message: dict[str, Any] = {
         "room_id": keep_out.room_id,
         "user_ids": [keep_out.user_id],
