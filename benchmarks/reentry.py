@@ -260,7 +260,7 @@ def lines(entered: Callbacks, drains: Sequence[Drain]) -> list[str]:
         f"re-entry wave: {entered.users} kept-out users entering again in {len(ROOMS)} rooms",
         f"  callback outcomes: {entered.outcomes}; {len(entered.queued)} kickouts queued, "
         f"{len({body.get('reason') for body in entered.queued})} distinct reasons (each names its keep-out's end to "
-        "the second; only kickouts with the same reason share a ZEGO call)",
+        "the minute; only kickouts with the same reason share a ZEGO call)",
         f"  callback answer: p50 {percentile(entered.latencies, 0.5) * 1000:.1f} ms, p99 "
         f"{percentile(entered.latencies, 0.99) * 1000:.1f} ms (goal p99 < 50 ms); one bare GetItem on the same moto: "
         f"p50 {percentile(entered.bare_get_item, 0.5) * 1000:.2f} ms",
