@@ -355,7 +355,7 @@ def test_the_callback_functions_role_reads_keep_outs_claims_callbacks_and_sends_
     table = str(get_att("KickoutStateTable", "Arn"))
     assert granted == {
         (
-            ("dynamodb:GetItem",),
+            ("dynamodb:GetItem", "dynamodb:BatchGetItem"),
             table,
             str({"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["keepout#*"]}}),
         ),

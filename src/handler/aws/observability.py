@@ -54,6 +54,8 @@ class MetricName(StrEnum):
     CALLBACKS_RECEIVED = "CallbacksReceived"
     REENTRIES_KICKED = "ReentriesKicked"
     KICKOUTS_CONFIRMED = "KickoutsConfirmed"
+    CONFIRMATION_LATENCY = "ConfirmationLatency"
+    CONFIRMATION_READS_FAILED = "ConfirmationReadsFailed"
     CALLBACKS_REFUSED = "CallbacksRefused"
     CALLBACKS_REPEATED = "CallbacksRepeated"
     CALLBACKS_FAILED = "CallbacksFailed"

@@ -5,7 +5,8 @@ believed; then, once per callback (a claim in the state table: ZEGO retries ever
 
 - `room_enter` of a user kept out of the room: one message to the kickout queue (the queue's pace and retries,
   nothing lost however many re-enter at once), the keep-out's operator kept as `FromUserId`;
-- `room_exit` with `exit_type` Kickout: the kick confirmed (`KickoutsConfirmed`, an audit line);
+- `room_exit` with `exit_type` Kickout: the kick confirmed (`KickoutsConfirmed`, an audit line), and how long after
+  ZEGO's answer where the user's keep-out item says (entry/confirmations.py, `ConfirmationLatency`);
 - anything else: 200 and ignored, else ZEGO would retry it for a minute.
 
 Answers: 200 done or ignored; 400 malformed; 401 bad or missing signature, stale timestamp; 403 another AppId; 413
@@ -32,6 +33,7 @@ from handler.aws.observability import MetricName, emit, logger
 from handler.aws.settings import ConfigurationError, Settings
 from handler.core.deadline import Deadline
 from handler.core.errors import OutOfTime, SecretUnavailable
+from handler.entry import confirmations
 from handler.entry.kickouts import deadline_of
 from handler.fleet.callback_claims import DynamoCallbackClaims
 from handler.fleet.keep_outs import DynamoKeepOuts, KeepOut, KeepOutsUnavailable
@@ -106,7 +108,7 @@ def _handle(event: dict[str, Any], deadline: Deadline, callbacks: Callbacks) -> 
     left = zim_callbacks.room_exit(signed)
     if left.exit_type != zim_callbacks.ExitType.KICKOUT:
         return "ignored"
-    return _once(signed, deadline, callbacks, lambda: _confirmed(left, signed))
+    return _once(signed, deadline, callbacks, lambda: _confirmed(left, signed, deadline, callbacks))
 
 
 def _once(signed: zim_callbacks.Signed, deadline: Deadline, callbacks: Callbacks, work: Callable[[], str]) -> str:
@@ -176,8 +178,15 @@ def rekick(keep_out: KeepOut) -> dict[str, Any]:
     return message
 
 
-def _confirmed(left: zim_callbacks.RoomExit, signed: zim_callbacks.Signed) -> str:
+def _confirmed(
+    left: zim_callbacks.RoomExit, signed: zim_callbacks.Signed, deadline: Deadline, callbacks: Callbacks
+) -> str:
     emit(MetricName.KICKOUTS_CONFIRMED, len(left.user_ids))
+    try:
+        store = callbacks.keep_outs()
+    except ConfigurationError as error:
+        raise Unavailable(str(error)) from None
+    measured = confirmations.measure(store, left.room_id, left.user_ids, signed.at, deadline)
     logger.info(
         "kickout confirmed",
         extra={
@@ -185,6 +194,8 @@ def _confirmed(left: zim_callbacks.RoomExit, signed: zim_callbacks.Signed) -> st
             "confirmed_user_ids": list(left.user_ids),
             "operator_account": left.operator_account,
             "event_timestamp": signed.timestamp,
+            "confirmed_after_ms": measured.confirmed_after_ms,
+            "confirmation_latency_unknown": measured.unknown,
         },
     )
     return "confirmed"

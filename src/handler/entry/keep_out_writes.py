@@ -23,7 +23,8 @@ _writers = ThreadPoolExecutor(max_workers=KEEP_OUT_CONNECTIONS, thread_name_pref
 
 def keep_outs_of(request: KickoutRequest, result: KickoutResult, decided_at: float, now: float) -> list[KeepOut]:
     """The keep-outs a kickout asks for: each user ZEGO answered for, kicked or not in the room (who may enter later);
-    none without a window, nor when the window had ended by `now` (a message that waited out a long ZEGO outage)."""
+    none without a window, nor when the window had ended by `now` (a message that waited out a long ZEGO outage).
+    `now`, taken once ZEGO has answered, is kept as the answer's time (for the confirmation's latency)."""
     if not request.keep_out_seconds:
         return []
     until = keep_out_until(decided_at, request.keep_out_seconds)
@@ -31,7 +32,12 @@ def keep_outs_of(request: KickoutRequest, result: KickoutResult, decided_at: flo
         return []
     return [
         KeepOut(
-            room_id=request.room_id, user_id=user, until=until, reason=request.reason, operator_id=request.operator_id
+            room_id=request.room_id,
+            user_id=user,
+            until=until,
+            reason=request.reason,
+            operator_id=request.operator_id,
+            answered_at_ms=round(now * 1000),
         )
         for user in (*result.kicked_user_ids, *result.absent_user_ids)
     ]

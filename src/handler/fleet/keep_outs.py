@@ -6,12 +6,16 @@ is only ever extended: one conditional UpdateItem writes it when there is none o
 shorter window never shortens a longer one, and the same kickout written twice (an SQS redelivery) changes nothing
 the second time. `expiration` (the table's TTL attribute) is the end of the window: DynamoDB reaps it some time
 after, so readers compare `until` with their clock and never trust the item's presence alone.
+
+`answered_at_ms` is when ZEGO last answered a kick of the user with a window (the latest, whatever the window: a
+later, shorter kick leaves `until` alone but is the one ZIM's next `room_exit` confirms), for the confirmation's
+latency (entry/callbacks.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
@@ -30,6 +34,8 @@ BY_ROOM: Final = "KeepOutsByRoom"
 """The table's index of keep-outs by room (`room_key` = `<AppId>#<room>`, sorted by `user_id`): only keep-outs have
 a `room_key`, so it holds nothing else."""
 MAX_PAGE: Final = 100
+MAX_BATCH_READ: Final = 100
+"""BatchGetItem's limit of keys per call."""
 
 
 class KeepOutsUnavailable(Exception):
@@ -45,6 +51,17 @@ class KeepOut:
     until: int
     reason: str | None = None
     operator_id: str | None = None
+    answered_at_ms: int | None = None
+    """When ZEGO answered the kickout that set it (Unix milliseconds, the function's clock); None when not known."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answers:
+    """When ZEGO last answered a kick of each user (Unix ms), for those whose keep-out item says; `unread` users
+    whose items could not be read in time (their answer unknown, not absent)."""
+
+    answered_at_ms: dict[str, int]
+    unread: frozenset[str] = frozenset()
 
 
 class Written(StrEnum):
@@ -96,6 +113,9 @@ class DynamoKeepOuts:
             else:
                 assignments.append(f"{attribute} = :{attribute}")
                 values[f":{attribute}"] = {"S": value}
+        if keep_out.answered_at_ms is not None:
+            assignments.append("answered_at_ms = :answered")
+            values[":answered"] = {"N": str(keep_out.answered_at_ms)}
         expression = "SET " + ", ".join(assignments) + (" REMOVE " + ", ".join(removals) if removals else "")
         client = self._client_within(deadline)
         try:
@@ -110,11 +130,72 @@ class DynamoKeepOuts:
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code")
             if code == "ConditionalCheckFailedException":
+                if keep_out.answered_at_ms is not None:
+                    self._answered(keep_out, keep_out.answered_at_ms, deadline)
                 return Written.ALREADY_LATER
             raise KeepOutsUnavailable(f"DynamoDB answered {code}") from None
         except BotoCoreError as error:
             raise KeepOutsUnavailable(f"DynamoDB could not be reached ({type(error).__name__})") from None
         return Written.EXTENDED
+
+    def _answered(self, keep_out: KeepOut, answered_at_ms: int, deadline: Deadline) -> None:
+        """Move a longer keep-out's answer time on to this later kick's: a second write, only for a kick whose window
+        changed nothing (a redelivery, a shorter window); left as it is when a later answer is there already."""
+        client = self._client_within(deadline)
+        try:
+            client.update_item(
+                TableName=self.table,
+                Key={"id": {"S": item_key(self.app_id, keep_out.room_id, keep_out.user_id)}},
+                UpdateExpression="SET answered_at_ms = :answered",
+                ConditionExpression="attribute_exists(#until) AND "
+                "(attribute_not_exists(answered_at_ms) OR answered_at_ms < :answered)",
+                ExpressionAttributeNames={"#until": "until"},
+                ExpressionAttributeValues={":answered": {"N": str(answered_at_ms)}},
+            )
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if code != "ConditionalCheckFailedException":
+                raise KeepOutsUnavailable(f"the answer's time not recorded: DynamoDB answered {code}") from None
+        except BotoCoreError as error:
+            raise KeepOutsUnavailable(
+                f"the answer's time not recorded: DynamoDB could not be reached ({type(error).__name__})"
+            ) from None
+
+    def answers(self, room_id: str, user_ids: Sequence[str], deadline: Deadline) -> Answers:
+        """When ZEGO last answered a kick of each of `user_ids` in `room_id` that had a window (whether or not the
+        window lasts: the kick is what is confirmed); strongly consistent, one BatchGetItem per 100 users, each only
+        while the deadline allows it. Users not read (no time left, or DynamoDB's unprocessed keys) are counted in
+        `unread`. Raises KeepOutsUnavailable when no call could be made or one failed."""
+        found: dict[str, int] = {}
+        unread: set[str] = set()
+        keys = {item_key(self.app_id, room_id, user): user for user in dict.fromkeys(user_ids)}
+        pages = [list(keys)[start : start + MAX_BATCH_READ] for start in range(0, len(keys), MAX_BATCH_READ)]
+        for number, page in enumerate(pages):
+            if number and not deadline.allows(KEEP_OUTS.worst_seconds):
+                unread.update(keys[key] for rest in pages[number:] for key in rest)
+                break
+            client = self._client_within(deadline)
+            try:
+                answer = client.batch_get_item(
+                    RequestItems={
+                        self.table: {
+                            "Keys": [{"id": {"S": key}} for key in page],
+                            "ConsistentRead": True,
+                            "ProjectionExpression": "id, answered_at_ms",
+                        }
+                    }
+                )
+            except (ClientError, BotoCoreError) as error:
+                raise KeepOutsUnavailable(f"DynamoDB failed ({type(error).__name__})") from None
+            for item in answer.get("Responses", {}).get(self.table, []):
+                user = keys.get(_string(item.get("id")) or "")
+                answered = _whole(item.get("answered_at_ms"))
+                if user is not None and answered is not None:
+                    found[user] = answered
+            unprocessed = answer.get("UnprocessedKeys", {}).get(self.table)
+            for key in unprocessed["Keys"] if unprocessed else []:
+                unread.add(keys.get(_string(key.get("id")) or "", ""))
+        return Answers(answered_at_ms=found, unread=frozenset(unread - {""}))
 
     def find(self, room_id: str, user_id: str, now: float, deadline: Deadline) -> KeepOut | None:
         """The keep-out of `user_id` in `room_id` that lasts beyond `now` (Unix seconds), if any; a strongly consistent
@@ -193,6 +274,7 @@ def _keep_out(item: dict[str, Any], now: float) -> KeepOut | None:
         until=until,
         reason=_string(item.get("reason")),
         operator_id=_string(item.get("operator_id")),
+        answered_at_ms=_whole(item.get("answered_at_ms")),
     )
 
 
