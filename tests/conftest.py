@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import pytest
 from aws_lambda_powertools.metrics.provider.cold_start import reset_cold_start_flag
 
+from kickout_dev.clock import SimulatedClock
 from kickout_dev.emf import emf_metrics
 from kickout_dev.emulator import xray_marker_removed
 from kickout_dev.moto_server import make_moto_like_aws
@@ -82,6 +83,23 @@ def _xray_marker_removed() -> Iterator[None]:
 def box() -> Iterator[Sandbox]:
     with sandbox(instant_backoff=True) as running:
         yield running
+
+
+WALL_CLOCK_START = 1_900_000_000.0
+"""Where the function's simulated wall clock starts in the tests of keep-outs and callbacks (no assertion meets today's
+date)."""
+
+
+def rewired_wall_clock(box: Sandbox, now: float = WALL_CLOCK_START) -> SimulatedClock:
+    """The sandbox's function rewired onto a simulated wall clock (keep-out windows, callback timestamps), at `now`."""
+    simulated = SimulatedClock(now=now)
+    box.rewire(wall_clock=simulated)
+    return simulated
+
+
+@pytest.fixture
+def clock(box: Sandbox) -> SimulatedClock:
+    return rewired_wall_clock(box)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import boto3
 import pytest
 
 from handler.app import callbacks_handler_for
+from kickout_dev.clock import SimulatedClock
 from kickout_dev.event_source import Poller
 from kickout_dev.events import load_event, resigned
 from kickout_dev.local_http import LocalApi
@@ -100,12 +101,10 @@ def test_a_callback_the_function_fails_is_sent_again_until_it_answers(box: Sandb
     ("name", "outcome"), [("callback_room_enter", "kickout_queued"), ("callback_room_exit", "confirmed")]
 )
 def test_the_sample_callbacks_are_signed_as_zim_signs_and_handled_once_signed_again_now(
-    box: Sandbox, name: str, outcome: str
+    box: Sandbox, clock: SimulatedClock, name: str, outcome: str
 ) -> None:
     from handler.zego import callbacks
 
-    clock = Clock()
-    box.rewire(wall_clock=clock)
     callbacks_handler = callbacks_handler_for(lambda: box.function)
     box.handler({"room_id": "lobby-7", "user_ids": ["spammer_01"], "keep_out_seconds": 3600}, box.context())
     sample = load_event(name)
@@ -120,8 +119,3 @@ def test_the_sample_callbacks_are_signed_as_zim_signs_and_handled_once_signed_ag
     # WHEN it is signed again at the function's now: handled
     answer = callbacks_handler(resigned(sample, SERVER_SECRET, int(clock())), box.context())
     assert (answer["statusCode"], json.loads(answer["body"])) == (200, {"outcome": outcome})
-
-
-class Clock:
-    def __call__(self) -> float:
-        return 1_900_000_000.0

@@ -15,27 +15,12 @@ import pytest
 
 from handler.app import callbacks_handler_for
 from handler.zego import callbacks
+from kickout_dev.clock import SimulatedClock
 from kickout_dev.events import api_event
 from kickout_dev.sandbox import APP_ID, REGION, SERVER_SECRET, Sandbox
-from tests.conftest import Printed
+from tests.conftest import WALL_CLOCK_START, Printed
 
-NOW = 1_900_000_000.0
-"""The function's wall clock in these tests (simulated: no assertion meets today's date)."""
-
-
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(box: Sandbox) -> Clock:
-    simulated = Clock()
-    box.rewire(wall_clock=simulated)
-    return simulated
+NOW = WALL_CLOCK_START
 
 
 def callback_body(event: str, *, secret: str = SERVER_SECRET, nonce: str = "350176", **fields: Any) -> dict[str, Any]:
@@ -73,7 +58,7 @@ def keep_out(box: Sandbox, room_id: str, user_id: str, seconds: int = 3600) -> N
 
 
 def test_a_kept_out_user_entering_again_is_queued_to_be_kicked_again(
-    box: Sandbox, clock: Clock, printed: Printed
+    box: Sandbox, clock: SimulatedClock, printed: Printed
 ) -> None:
     # GIVEN a user kicked with an hour's keep-out by mod-anna
     keep_out(box, "lobby-7", "spammer_01")
@@ -112,7 +97,7 @@ def box_record(message: dict[str, Any]) -> dict[str, Any]:
     return sqs_record(message["Body"], message_id=message["MessageId"])
 
 
-def test_a_user_who_is_not_kept_out_or_whose_window_ended_is_left_alone(box: Sandbox, clock: Clock) -> None:
+def test_a_user_who_is_not_kept_out_or_whose_window_ended_is_left_alone(box: Sandbox, clock: SimulatedClock) -> None:
     keep_out(box, "lobby-7", "spammer_01", seconds=60)
     clock.now += 61
 
@@ -129,7 +114,7 @@ def test_a_user_who_is_not_kept_out_or_whose_window_ended_is_left_alone(box: San
     assert queued(box) == []
 
 
-def test_a_callback_sent_again_is_handled_once(box: Sandbox, clock: Clock, printed: Printed) -> None:
+def test_a_callback_sent_again_is_handled_once(box: Sandbox, clock: SimulatedClock, printed: Printed) -> None:
     # GIVEN a kept-out user's room_enter
     keep_out(box, "lobby-7", "spammer_01")
     body = json.dumps(callback_body("room_enter", room_id="lobby-7", operator_account="spammer_01"))
@@ -143,7 +128,7 @@ def test_a_callback_sent_again_is_handled_once(box: Sandbox, clock: Clock, print
     assert printed.metric("CallbacksRepeated") == 5
 
 
-def test_a_room_exit_by_kickout_confirms_the_kick_once(box: Sandbox, clock: Clock, printed: Printed) -> None:
+def test_a_room_exit_by_kickout_confirms_the_kick_once(box: Sandbox, clock: SimulatedClock, printed: Printed) -> None:
     body = callback_body(
         "room_exit", room_id="lobby-7", exit_type="Kickout", operator_account="mod-anna", exit_user_ids=["a", "b"]
     )
@@ -172,7 +157,7 @@ def test_a_room_exit_by_kickout_confirms_the_kick_once(box: Sandbox, clock: Cloc
     ],
 )
 def test_an_event_of_no_interest_is_answered_200_and_ignored(
-    box: Sandbox, clock: Clock, printed: Printed, event: str, fields: dict[str, Any]
+    box: Sandbox, clock: SimulatedClock, printed: Printed, event: str, fields: dict[str, Any]
 ) -> None:
     response = post(box, json.dumps(callback_body(event, **fields)))
 
@@ -190,7 +175,7 @@ def test_an_event_of_no_interest_is_answered_200_and_ignored(
     ],
     ids=["percent-encoded", "form", "base64 from API Gateway"],
 )
-def test_every_encoding_of_a_body_is_read(box: Sandbox, clock: Clock, encode: Any) -> None:
+def test_every_encoding_of_a_body_is_read(box: Sandbox, clock: SimulatedClock, encode: Any) -> None:
     keep_out(box, "lobby-7", "spammer_01")
     body, base64_encoded = encode(callback_body("room_enter", room_id="lobby-7", operator_account="spammer_01"))
 
@@ -199,7 +184,7 @@ def test_every_encoding_of_a_body_is_read(box: Sandbox, clock: Clock, encode: An
     assert answer(response) == (200, {"outcome": "kickout_queued"})
 
 
-def test_the_callback_secret_is_used_when_the_secret_has_one(box: Sandbox, clock: Clock) -> None:
+def test_the_callback_secret_is_used_when_the_secret_has_one(box: Sandbox, clock: SimulatedClock) -> None:
     # GIVEN a secret with both keys
     box.put_secret(json.dumps({"ServerSecret": SERVER_SECRET, "CallbackSecret": "callback-only-secret"}))
     box.rewire(wall_clock=clock)
@@ -259,7 +244,7 @@ def hostile_bodies() -> dict[str, tuple[str | None, int]]:
 
 @pytest.mark.parametrize("name", list(hostile_bodies()))
 def test_a_hostile_callback_gets_its_4xx_and_does_nothing(
-    box: Sandbox, clock: Clock, printed: Printed, name: str
+    box: Sandbox, clock: SimulatedClock, printed: Printed, name: str
 ) -> None:
     # GIVEN the user is kept out (so an accepted callback would queue a kickout)
     keep_out(box, "lobby-7", "spammer_01")
@@ -278,7 +263,7 @@ def test_a_hostile_callback_gets_its_4xx_and_does_nothing(
     assert SERVER_SECRET not in response["body"]
 
 
-def test_a_replayed_signature_with_another_body_does_nothing_twice(box: Sandbox, clock: Clock) -> None:
+def test_a_replayed_signature_with_another_body_does_nothing_twice(box: Sandbox, clock: SimulatedClock) -> None:
     # GIVEN two users kept out, and a callback for the first seen on the wire
     keep_out(box, "lobby-7", "spammer_01")
     keep_out(box, "lobby-7", "spammer_02")
@@ -293,11 +278,11 @@ def test_a_replayed_signature_with_another_body_does_nothing_twice(box: Sandbox,
     assert len(queued(box)) == 1
 
 
-def test_another_method_or_route_is_refused(box: Sandbox, clock: Clock) -> None:
+def test_another_method_or_route_is_refused(box: Sandbox, clock: SimulatedClock) -> None:
     assert answer(post(box, None, method="GET"))[0] == 405
 
 
-def test_a_failing_store_is_503_and_the_next_try_is_handled(box: Sandbox, clock: Clock) -> None:
+def test_a_failing_store_is_503_and_the_next_try_is_handled(box: Sandbox, clock: SimulatedClock) -> None:
     # GIVEN a kept-out user, and the callbacks' table client pointed where the table does not exist
     keep_out(box, "lobby-7", "spammer_01")
     box.rewire(wall_clock=clock, keep_out_dynamodb=lambda: boto3.client("dynamodb", region_name="us-west-2"))

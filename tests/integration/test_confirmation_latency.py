@@ -11,18 +11,11 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
+from kickout_dev.clock import SimulatedClock
 from kickout_dev.emf import emf_metrics
 from kickout_dev.sandbox import REGION, Sandbox
 from tests.conftest import Printed
-from tests.integration.test_callbacks import Clock, answer, callback_body, post
-
-
-@pytest.fixture
-def clock(box: Sandbox) -> Clock:
-    """The function's wall clock, simulated: it answers kicks and checks callbacks at NOW and on."""
-    simulated = Clock()
-    box.rewire(wall_clock=simulated)
-    return simulated
+from tests.integration.test_callbacks import answer, callback_body, post
 
 
 def kick(box: Sandbox, room_id: str, user_ids: list[str], keep_out_seconds: int | None = 3600) -> None:
@@ -56,7 +49,7 @@ def latencies(printed: Printed) -> list[float]:
 
 
 def test_a_kick_with_a_window_is_confirmed_with_the_time_since_zegos_answer(
-    box: Sandbox, clock: Clock, printed: Printed
+    box: Sandbox, clock: SimulatedClock, printed: Printed
 ) -> None:
     # GIVEN two users kicked with a window, ZEGO's answer at the simulated NOW
     kick(box, "lobby-7", ["spammer_01", "spammer_02"])
@@ -74,7 +67,9 @@ def test_a_kick_with_a_window_is_confirmed_with_the_time_since_zegos_answer(
     assert printed.metric("ConfirmationReadsFailed") == 0
 
 
-def test_a_kick_without_a_window_is_confirmed_its_latency_unknown(box: Sandbox, clock: Clock, printed: Printed) -> None:
+def test_a_kick_without_a_window_is_confirmed_its_latency_unknown(
+    box: Sandbox, clock: SimulatedClock, printed: Printed
+) -> None:
     kick(box, "lobby-7", ["spammer_01"], keep_out_seconds=None)
 
     confirm(box, "lobby-7", ["spammer_01"], int(clock.now))
@@ -87,7 +82,7 @@ def test_a_kick_without_a_window_is_confirmed_its_latency_unknown(box: Sandbox, 
 
 
 def test_a_later_kick_of_the_same_user_is_measured_from_its_own_answer(
-    box: Sandbox, clock: Clock, printed: Printed
+    box: Sandbox, clock: SimulatedClock, printed: Printed
 ) -> None:
     # GIVEN a user kicked with an hour's window, then ten minutes later kicked again with a shorter one (the item's
     # window stays the hour's)
@@ -104,7 +99,7 @@ def test_a_later_kick_of_the_same_user_is_measured_from_its_own_answer(
 
 
 def test_a_later_kick_without_a_window_is_not_measured_from_the_earlier_answer(
-    box: Sandbox, clock: Clock, printed: Printed
+    box: Sandbox, clock: SimulatedClock, printed: Printed
 ) -> None:
     kick(box, "lobby-7", ["spammer_01"], keep_out_seconds=3600)
     clock.now += 600
@@ -124,7 +119,11 @@ def test_a_later_kick_without_a_window_is_not_measured_from_the_earlier_answer(
     ],
 )
 def test_an_event_before_the_answer_is_clamped_or_flagged_never_negative(
-    box: Sandbox, clock: Clock, printed: Printed, event_after_ms: int, expected: tuple[dict[str, int], dict[str, str]]
+    box: Sandbox,
+    clock: SimulatedClock,
+    printed: Printed,
+    event_after_ms: int,
+    expected: tuple[dict[str, int], dict[str, str]],
 ) -> None:
     kick(box, "lobby-7", ["spammer_01"])
 
@@ -136,7 +135,9 @@ def test_an_event_before_the_answer_is_clamped_or_flagged_never_negative(
     assert all(value >= 0 for value in latencies(printed))
 
 
-def test_a_timestamp_in_seconds_is_measured_in_whole_seconds(box: Sandbox, clock: Clock, printed: Printed) -> None:
+def test_a_timestamp_in_seconds_is_measured_in_whole_seconds(
+    box: Sandbox, clock: SimulatedClock, printed: Printed
+) -> None:
     clock.now += 0.25  # the answer a quarter second into a second
     kick(box, "lobby-7", ["spammer_01"])
 
@@ -145,7 +146,9 @@ def test_a_timestamp_in_seconds_is_measured_in_whole_seconds(box: Sandbox, clock
     assert confirmed_line(printed)["confirmed_after_ms"] == {"spammer_01": 2750}
 
 
-def test_a_failed_read_still_confirms_the_kick_and_is_counted(box: Sandbox, clock: Clock, printed: Printed) -> None:
+def test_a_failed_read_still_confirms_the_kick_and_is_counted(
+    box: Sandbox, clock: SimulatedClock, printed: Printed
+) -> None:
     # GIVEN a kick with a window, and the state table unreachable for reads of keep-outs only (the claim still works)
     kick(box, "lobby-7", ["spammer_01", "spammer_02"])
     client = boto3.client("dynamodb", region_name=REGION)

@@ -10,26 +10,10 @@ from urllib.parse import quote
 
 import pytest
 
+from kickout_dev.clock import SimulatedClock
 from kickout_dev.events import api_event
 from kickout_dev.sandbox import Sandbox
 from tests.integration.test_callbacks import callback_body, post
-
-NOW = 1_900_000_000.0
-
-
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(box: Sandbox) -> Clock:
-    simulated = Clock()
-    box.rewire(wall_clock=simulated)
-    return simulated
 
 
 def keep_out(box: Sandbox, room_id: str, *user_ids: str, seconds: int = 3600, reason: str | None = None) -> None:
@@ -57,7 +41,7 @@ def delete(box: Sandbox, room_id: str, user_id: str) -> tuple[int, dict[str, Any
     return response["statusCode"], json.loads(response["body"])
 
 
-def test_a_rooms_keep_outs_are_listed_page_by_page_in_user_order(box: Sandbox, clock: Clock) -> None:
+def test_a_rooms_keep_outs_are_listed_page_by_page_in_user_order(box: Sandbox, clock: SimulatedClock) -> None:
     # GIVEN five users kept out of a room (one of them in a batch with a reason), one of another room
     keep_out(box, "stream #42 (EU)", "e", "c", "a", seconds=600, reason="raid")
     keep_out(box, "stream #42 (EU)", "b", "d", seconds=7200)
@@ -87,7 +71,7 @@ def test_a_rooms_keep_outs_are_listed_page_by_page_in_user_order(box: Sandbox, c
     assert listed[1]["until"] == 1_900_007_200
 
 
-def test_keep_outs_whose_window_ended_are_not_listed(box: Sandbox, clock: Clock) -> None:
+def test_keep_outs_whose_window_ended_are_not_listed(box: Sandbox, clock: SimulatedClock) -> None:
     keep_out(box, "lobby-7", "short", seconds=60)
     keep_out(box, "lobby-7", "long", seconds=3600)
     clock.now += 61
@@ -98,7 +82,7 @@ def test_keep_outs_whose_window_ended_are_not_listed(box: Sandbox, clock: Clock)
     assert [item["user_id"] for item in page["keep_outs"]] == ["long"]
 
 
-def test_a_room_without_keep_outs_lists_none(box: Sandbox, clock: Clock) -> None:
+def test_a_room_without_keep_outs_lists_none(box: Sandbox, clock: SimulatedClock) -> None:
     assert get(box, room_id="empty-room") == (200, {"room_id": "empty-room", "keep_outs": [], "next_token": None})
 
 
@@ -113,7 +97,7 @@ def test_a_room_without_keep_outs_lists_none(box: Sandbox, clock: Clock) -> None
     ],
 )
 def test_a_listing_without_a_valid_room_or_limit_is_refused_naming_the_parameter(
-    box: Sandbox, clock: Clock, query: dict[str, str]
+    box: Sandbox, clock: SimulatedClock, query: dict[str, str]
 ) -> None:
     status, body = get(box, **query)
 
@@ -122,14 +106,14 @@ def test_a_listing_without_a_valid_room_or_limit_is_refused_naming_the_parameter
     assert {problem["field"] for problem in body["fields"]} <= {"query.room_id", "query.limit", "room_id", "limit"}
 
 
-def test_a_forged_next_token_is_refused(box: Sandbox, clock: Clock) -> None:
+def test_a_forged_next_token_is_refused(box: Sandbox, clock: SimulatedClock) -> None:
     status, body = get(box, room_id="lobby-7", next_token="not base64 !!")
 
     assert status == 400
     assert body["error"] == "invalid_next_token"
 
 
-def test_a_keep_out_lifted_early_is_gone_and_its_user_not_kicked_again(box: Sandbox, clock: Clock) -> None:
+def test_a_keep_out_lifted_early_is_gone_and_its_user_not_kicked_again(box: Sandbox, clock: SimulatedClock) -> None:
     # GIVEN a user kept out of a room whose id holds characters a path must encode
     keep_out(box, "stream #42 (EU)", "troll&co", "other")
 
@@ -153,7 +137,7 @@ def test_a_keep_out_lifted_early_is_gone_and_its_user_not_kicked_again(box: Sand
     assert outcomes == ["not_kept_out", "kickout_queued"]
 
 
-def test_lifting_with_an_invalid_id_is_refused(box: Sandbox, clock: Clock) -> None:
+def test_lifting_with_an_invalid_id_is_refused(box: Sandbox, clock: SimulatedClock) -> None:
     status, body = delete(box, "r" * 40, "u")
 
     assert status == 422

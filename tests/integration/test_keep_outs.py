@@ -13,27 +13,18 @@ import pytest
 from handler.core.models import MAX_KEEP_OUT_SECONDS
 from handler.entry.direct import InvalidKickoutRequest
 from handler.fleet.keep_outs import item_key
+from kickout_dev.clock import SimulatedClock
 from kickout_dev.events import api_event, sqs_record
 from kickout_dev.sandbox import APP_ID, REGION, SERVER_SECRET, STATE_TABLE, Sandbox
-from tests.conftest import Invoke, Printed
+from tests.conftest import Invoke, Printed, rewired_wall_clock
 
 NOW = 1_900_000_000.25
 """The function's wall clock in these tests (a simulated one: no assertion meets today's date)."""
 
 
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock(box: Sandbox) -> Clock:
-    simulated = Clock()
-    box.rewire(wall_clock=simulated)
-    return simulated
+def clock(box: Sandbox) -> SimulatedClock:
+    return rewired_wall_clock(box, NOW)
 
 
 def stored(room_id: str, user_id: str) -> dict[str, Any] | None:
@@ -58,7 +49,7 @@ def sent_at(body: str, sent: float, *, receive_count: int = 1, message_id: str =
 
 
 def test_a_kickout_with_a_window_keeps_each_user_out_until_the_decision_plus_the_window(
-    invoke: Invoke, clock: Clock, printed: Printed
+    invoke: Invoke, clock: SimulatedClock, printed: Printed
 ) -> None:
     # GIVEN a direct kickout of two users, one of them in a room whose id holds the key's separator
     payload = {
@@ -92,7 +83,7 @@ def test_a_kickout_with_a_window_keeps_each_user_out_until_the_decision_plus_the
     assert printed.metric("KeepOutsNotRecorded") == 0
 
 
-def test_a_kickout_without_a_window_records_nothing(invoke: Invoke, clock: Clock, printed: Printed) -> None:
+def test_a_kickout_without_a_window_records_nothing(invoke: Invoke, clock: SimulatedClock, printed: Printed) -> None:
     invoke({"room_id": "lobby-7", "user_ids": ["spammer_01"]})
     invoke({"room_id": "lobby-7", "user_ids": ["spammer_02"], "keep_out_seconds": 0})
 
@@ -102,7 +93,9 @@ def test_a_kickout_without_a_window_records_nothing(invoke: Invoke, clock: Clock
     assert "keep_out_until" not in next(line for line in printed.logs if line["message"] == "kickout done")
 
 
-def test_a_later_end_extends_the_window_and_a_sooner_one_never_shortens_it(invoke: Invoke, clock: Clock) -> None:
+def test_a_later_end_extends_the_window_and_a_sooner_one_never_shortens_it(
+    invoke: Invoke, clock: SimulatedClock
+) -> None:
     # GIVEN a user kept out for a day
     invoke({"room_id": "lobby-7", "user_ids": ["spammer_01"], "keep_out_seconds": 86_400, "reason": "spam"})
     day = until_of("lobby-7", "spammer_01")
@@ -123,7 +116,7 @@ def test_a_later_end_extends_the_window_and_a_sooner_one_never_shortens_it(invok
     assert "reason" not in stored("lobby-7", "spammer_01")  # type: ignore[operator]
 
 
-def test_a_user_not_in_the_room_is_kept_out_too(box: Sandbox, clock: Clock) -> None:
+def test_a_user_not_in_the_room_is_kept_out_too(box: Sandbox, clock: SimulatedClock) -> None:
     # GIVEN a room the user is not in
     box.zim.rooms = {"lobby-7": {"someone_else"}}
 
@@ -139,7 +132,7 @@ def test_a_user_not_in_the_room_is_kept_out_too(box: Sandbox, clock: Clock) -> N
 
 
 def test_a_redelivered_message_keeps_the_same_end_whenever_it_is_received(
-    box: Sandbox, clock: Clock, printed: Printed
+    box: Sandbox, clock: SimulatedClock, printed: Printed
 ) -> None:
     # GIVEN a message sent 10 s before the function's clock, with a window of 5 minutes
     body = json.dumps({"room_id": "lobby-7", "user_ids": ["spammer_01"], "keep_out_seconds": 300})
@@ -162,7 +155,9 @@ def test_a_redelivered_message_keeps_the_same_end_whenever_it_is_received(
     assert [line["keep_out_until"] for line in done] == [1_899_999_991 + 300] * 3
 
 
-def test_messages_merged_into_one_call_keep_their_own_windows(box: Sandbox, clock: Clock, printed: Printed) -> None:
+def test_messages_merged_into_one_call_keep_their_own_windows(
+    box: Sandbox, clock: SimulatedClock, printed: Printed
+) -> None:
     # GIVEN two messages for one room, merged into one ZEGO call, one with a window and one without
     with_window = json.dumps({"room_id": "lobby-7", "user_ids": ["spammer_01"], "keep_out_seconds": 120})
     without = json.dumps({"room_id": "lobby-7", "user_ids": ["spammer_02"]})
@@ -180,7 +175,7 @@ def test_messages_merged_into_one_call_keep_their_own_windows(box: Sandbox, cloc
     assert stored("lobby-7", "spammer_02") is None
 
 
-def test_a_window_that_ended_before_zego_answered_records_nothing(box: Sandbox, clock: Clock) -> None:
+def test_a_window_that_ended_before_zego_answered_records_nothing(box: Sandbox, clock: SimulatedClock) -> None:
     # GIVEN a message with a minute's window, received two minutes after it was sent (ZEGO was down meanwhile)
     body = json.dumps({"room_id": "lobby-7", "user_ids": ["spammer_01"], "keep_out_seconds": 60})
 
@@ -194,7 +189,9 @@ def test_a_window_that_ended_before_zego_answered_records_nothing(box: Sandbox, 
 
 def test_a_store_that_fails_costs_the_keep_out_never_the_kick(box: Sandbox, printed: Printed) -> None:
     # GIVEN the keep-outs' client asks a Region where the table does not exist (DynamoDB: ResourceNotFound)
-    box.rewire(wall_clock=Clock(), keep_out_dynamodb=lambda: boto3.client("dynamodb", region_name="us-west-2"))
+    box.rewire(
+        wall_clock=SimulatedClock(now=NOW), keep_out_dynamodb=lambda: boto3.client("dynamodb", region_name="us-west-2")
+    )
 
     # WHEN a kickout with a window is invoked, and one through the queue
     result = box.handler(
@@ -219,7 +216,9 @@ def test_a_store_that_fails_costs_the_keep_out_never_the_kick(box: Sandbox, prin
     assert stored("lobby-7", "spammer_01") is None
 
 
-def test_keep_outs_are_not_started_without_time_for_a_store_call(box: Sandbox, clock: Clock, printed: Printed) -> None:
+def test_keep_outs_are_not_started_without_time_for_a_store_call(
+    box: Sandbox, clock: SimulatedClock, printed: Printed
+) -> None:
     # GIVEN the secret read and cached (a kickout before), and an invocation with 2.5 s left: enough for ZEGO's
     # call, not for a keep-out's worst case of 3 s
     box.handler({"room_id": "lobby-7", "user_ids": ["earlier"]}, box.context())
@@ -247,7 +246,7 @@ def test_keep_outs_are_not_started_without_time_for_a_store_call(box: Sandbox, c
     ],
 )
 def test_a_window_out_of_range_or_not_a_whole_number_is_refused_naming_the_field(
-    invoke: Invoke, box: Sandbox, clock: Clock, value: Any, problem: str
+    invoke: Invoke, box: Sandbox, clock: SimulatedClock, value: Any, problem: str
 ) -> None:
     # WHEN a payload carries the window as `value`
     with pytest.raises(InvalidKickoutRequest) as raised:
@@ -259,7 +258,7 @@ def test_a_window_out_of_range_or_not_a_whole_number_is_refused_naming_the_field
     assert stored("lobby-7", "spammer_01") is None
 
 
-def test_the_api_refuses_a_bad_window_with_422_naming_the_field(box: Sandbox, clock: Clock) -> None:
+def test_the_api_refuses_a_bad_window_with_422_naming_the_field(box: Sandbox, clock: SimulatedClock) -> None:
     response = box.handler(
         api_event(json.dumps({"room_id": "lobby-7", "user_ids": ["spammer_01"], "keep_out_seconds": 10**9})),
         box.context(),
@@ -271,7 +270,7 @@ def test_the_api_refuses_a_bad_window_with_422_naming_the_field(box: Sandbox, cl
     assert box.zim.requests_seen == 0
 
 
-def test_an_invalid_window_in_a_queue_message_parks_the_message(box: Sandbox, clock: Clock) -> None:
+def test_an_invalid_window_in_a_queue_message_parks_the_message(box: Sandbox, clock: SimulatedClock) -> None:
     body = json.dumps({"room_id": "lobby-7", "user_ids": ["spammer_01"], "keep_out_seconds": -5})
 
     response = box.handler({"Records": [sent_at(body, NOW)]}, box.context())
