@@ -6,8 +6,10 @@ what is left of it, so that slowness anywhere ends as a clear outcome, never as 
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
@@ -42,3 +44,27 @@ class Deadline:
     def within(self, seconds: float) -> Deadline:
         """The earlier of this deadline and `seconds` from now."""
         return Deadline(min(self.at, self.clock() + seconds), self.clock)
+
+
+class ThreadDeadlines:
+    """The deadline each thread's calls must end by, for a store shared by the threads of a batch.
+
+    Powertools' stores take no deadline; the one set here bounds the calls they make meanwhile on this thread.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    @contextmanager
+    def bounded_by(self, deadline: Deadline) -> Iterator[None]:
+        """The calls made meanwhile, on this thread, must end by `deadline`."""
+        self._local.deadline = deadline
+        try:
+            yield
+        finally:
+            self._local.deadline = None
+
+    def allow(self, seconds: float) -> bool:
+        """Whether a call of `seconds` started now on this thread would end by its deadline (no deadline: it would)."""
+        deadline: Deadline | None = getattr(self._local, "deadline", None)
+        return deadline is None or deadline.allows(seconds)

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -36,7 +35,7 @@ from aws_lambda_powertools.utilities.circuit_breaker.persistence.base import Cir
 
 from handler.aws import clients
 from handler.aws.observability import MetricName, emit, logger
-from handler.core.deadline import Deadline
+from handler.core.deadline import Deadline, ThreadDeadlines
 from handler.core.errors import ZegoCircuitOpen
 from handler.core.ports import ZegoUnwell
 
@@ -77,7 +76,7 @@ class ZegoCircuit:
             name=self.name, persistence_store=self.store, on_transition=_announce, config=self.config
         )(attempt)
         try:
-            with self.store.bounded_by(deadline):
+            with self.store.deadlines.bounded_by(deadline):
                 result: Outcome = protected()
         except CircuitBreakerOpenError as error:
             opened_at = error.circuit.opened_at if error.circuit and error.circuit.opened_at else _now()
@@ -123,21 +122,11 @@ class FleetCircuitStore(CircuitBreakerDynamoDBPersistence):
         super().__init__(table_name=table_name, boto3_client=client)
         self._known: dict[str, CircuitStateRecord] = {}
         self._known_lock = threading.Lock()
-        self._deadlines = threading.local()
+        self.deadlines = ThreadDeadlines()
         """The deadline of the attempt each thread guards (the calls of a batch run on threads)."""
 
-    @contextmanager
-    def bounded_by(self, deadline: Deadline) -> Iterator[None]:
-        """The store's calls made meanwhile, on this thread, must end by `deadline`."""
-        self._deadlines.deadline = deadline
-        try:
-            yield
-        finally:
-            self._deadlines.deadline = None
-
     def _has_time(self) -> bool:
-        deadline: Deadline | None = getattr(self._deadlines, "deadline", None)
-        return deadline is None or deadline.allows(clients.DYNAMODB.worst_seconds)
+        return self.deadlines.allow(clients.DYNAMODB.worst_seconds)
 
     def _get_record(self, name: str) -> CircuitStateRecord | None:
         if not self._has_time():

@@ -18,9 +18,7 @@ until the first request's deadline has passed: a retry meanwhile gets 409, after
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,7 +34,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.dynamodb import Dyn
 
 from handler.aws import clients
 from handler.aws.observability import MetricName, emit, logger
-from handler.core.deadline import Deadline
+from handler.core.deadline import Deadline, ThreadDeadlines
 from handler.core.ports import Answer, KeyInUse, KeyReused
 
 if TYPE_CHECKING:
@@ -55,19 +53,10 @@ class AnswerStore(DynamoDBPersistenceLayer):
 
     def __init__(self, table_name: str, client: DynamoDBClient) -> None:
         super().__init__(table_name=table_name, boto3_client=client)
-        self._deadlines = threading.local()
-
-    @contextmanager
-    def bounded_by(self, deadline: Deadline) -> Iterator[None]:
-        self._deadlines.deadline = deadline
-        try:
-            yield
-        finally:
-            self._deadlines.deadline = None
+        self.deadlines = ThreadDeadlines()
 
     def _check_time(self) -> None:
-        deadline: Deadline | None = getattr(self._deadlines, "deadline", None)
-        if deadline is not None and not deadline.allows(clients.DYNAMODB.worst_seconds):
+        if not self.deadlines.allow(clients.DYNAMODB.worst_seconds):
             raise TimeoutError("no time left for a call to the idempotency store")
 
     def _get_record(self, idempotency_key: str) -> DataRecord:
@@ -129,7 +118,7 @@ class DynamoKeptAnswers:
             function_kwargs={},
         )
         try:
-            with self.store.bounded_by(deadline):
+            with self.store.deadlines.bounded_by(deadline):
                 kept: dict[str, Any] = handler.handle()
         except IdempotencyAlreadyInProgressError:
             raise KeyInUse from None
