@@ -28,7 +28,7 @@ from typing import Any
 import boto3
 
 from benchmarks.reentry import percentile
-from kickout_dev.events import api_event
+from kickout_dev.events import signed_callback
 from kickout_dev.sandbox import APP_ID, REGION, SERVER_SECRET, STATE_TABLE, sandbox
 
 for name, value in {
@@ -43,23 +43,19 @@ USERS = 50
 
 
 def room_exit(room_id: str, user_ids: list[str], nonce: int) -> dict[str, Any]:
-    from handler.zego import callbacks
-
-    timestamp = str(int(time.time() * 1000))
-    body = {
-        "appid": str(APP_ID),
-        "event": "room_exit",
-        "room_id": room_id,
-        "exit_type": "Kickout",
-        "operator_account": "mod-anna",
-        "exit_user_ids": user_ids,
-        "nonce": str(nonce),
-        "timestamp": timestamp,
-        "signature": callbacks.signature(SERVER_SECRET, timestamp, str(nonce)),
-    }
-    event = api_event(json.dumps(body), path="/zego/callbacks")
-    event["requestContext"]["identity"] = {"sourceIp": "203.0.113.7"}
-    return event
+    return signed_callback(
+        {
+            "appid": str(APP_ID),
+            "event": "room_exit",
+            "room_id": room_id,
+            "exit_type": "Kickout",
+            "operator_account": "mod-anna",
+            "exit_user_ids": user_ids,
+            "nonce": str(nonce),
+        },
+        SERVER_SECRET,
+        str(int(time.time() * 1000)),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,7 +38,7 @@ import boto3
 
 from benchmarks.fleet import Backend, Outcome, Workload, run_workload, template_defaults
 from benchmarks.report import Report, Row, log, quiet
-from kickout_dev.events import api_event
+from kickout_dev.events import signed_callback
 from kickout_dev.plural import counted
 from kickout_dev.processes import MotoServer
 from kickout_dev.queues import drained
@@ -64,21 +64,17 @@ def percentile(values: Sequence[float], share: float) -> float:
 
 
 def callback_event(room_id: str, user_id: str, nonce: int) -> dict[str, Any]:
-    from handler.zego import callbacks
-
-    timestamp = str(int(time.time()))
-    body = {
-        "appid": str(APP_ID),
-        "event": "room_enter",
-        "room_id": room_id,
-        "operator_account": user_id,
-        "nonce": str(nonce),
-        "timestamp": timestamp,
-        "signature": callbacks.signature(SERVER_SECRET, timestamp, str(nonce)),
-    }
-    event = api_event(json.dumps(body), path="/zego/callbacks")
-    event["requestContext"]["identity"] = {"sourceIp": "203.0.113.7"}
-    return event
+    return signed_callback(
+        {
+            "appid": str(APP_ID),
+            "event": "room_enter",
+            "room_id": room_id,
+            "operator_account": user_id,
+            "nonce": str(nonce),
+        },
+        SERVER_SECRET,
+        str(int(time.time())),
+    )
 
 
 @dataclass(frozen=True)

@@ -53,12 +53,25 @@ def body_of(response: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def zim_signature(secret: str, timestamp: str, nonce: str) -> str:
+    """A callback's signature as ZIM makes it: SHA-1 of the secret, timestamp and nonce, sorted and joined."""
+    joined = "".join(sorted([secret, timestamp, nonce]))
+    return hashlib.sha1(joined.encode(), usedforsecurity=False).hexdigest()
+
+
+def signed_callback(fields: dict[str, Any], secret: str, at: int | str) -> dict[str, Any]:
+    """ZIM calling POST /zego/callbacks with `fields` (among them `nonce`), signed with `secret` at `at` (ZIM's
+    timestamp: Unix seconds or milliseconds), as API Gateway hands it over (no IAM identity on that route)."""
+    body = {**fields, "timestamp": at, "signature": zim_signature(secret, str(at), str(fields["nonce"]))}
+    event = api_event(json.dumps(body), path="/zego/callbacks")
+    event["requestContext"]["identity"] = {"sourceIp": "203.0.113.7"}
+    return event
+
+
 def resigned(event: dict[str, Any], secret: str, at: int) -> dict[str, Any]:
     """A ZIM callback event of `events/` (callback_*.json, signed with the sandbox's ServerSecret at a fixed time)
-    signed again at `at` (Unix seconds), as ZIM signs it: SHA-1 of the sorted secret, timestamp and nonce. The
-    function refuses a timestamp more than 5 minutes from its clock, so a sample is sent re-signed."""
+    signed again at `at` (Unix seconds). The function refuses a timestamp more than 5 minutes from its clock, so a
+    sample is sent re-signed."""
     body = json.loads(event["body"])
-    body["timestamp"] = at
-    joined = "".join(sorted([secret, str(at), str(body["nonce"])]))
-    body["signature"] = hashlib.sha1(joined.encode(), usedforsecurity=False).hexdigest()
+    body.update(timestamp=at, signature=zim_signature(secret, str(at), str(body["nonce"])))
     return {**event, "body": json.dumps(body)}
