@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from handler.aws.clients import KEEP_OUTS
 from handler.core.deadline import Deadline
-from handler.fleet.keep_outs import KeepOutsUnavailable
+from handler.fleet.keep_outs import KeepOutsUnavailable, client_within
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -66,6 +65,4 @@ class DynamoCallbackClaims:
         return True
 
     def _client_within(self, deadline: Deadline) -> DynamoDBClient:
-        if not deadline.allows(KEEP_OUTS.worst_seconds):
-            raise KeepOutsUnavailable(f"out of time: {deadline.remaining():.2f} s left")
-        return self.client()
+        return client_within(self.client, deadline)

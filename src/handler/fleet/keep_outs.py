@@ -252,14 +252,20 @@ class DynamoKeepOuts:
         return f"{self.app_id}#{room_id}"
 
     def _client_within(self, deadline: Deadline) -> DynamoDBClient:
-        if not deadline.allows(KEEP_OUTS.worst_seconds):
-            raise KeepOutsUnavailable(
-                f"out of time: {deadline.remaining():.2f} s left, a store call may take {KEEP_OUTS.worst_seconds:g} s"
-            )
-        try:
-            return self.client()
-        except Exception as error:
-            raise KeepOutsUnavailable(f"no DynamoDB client ({type(error).__name__})") from None
+        return client_within(self.client, deadline)
+
+
+def client_within(client: Callable[[], DynamoDBClient], deadline: Deadline) -> DynamoDBClient:
+    """The state table's client for a call that `deadline` leaves time for; raises KeepOutsUnavailable when it does
+    not, or when there is no client."""
+    if not deadline.allows(KEEP_OUTS.worst_seconds):
+        raise KeepOutsUnavailable(
+            f"out of time: {deadline.remaining():.2f} s left, a store call may take {KEEP_OUTS.worst_seconds:g} s"
+        )
+    try:
+        return client()
+    except Exception as error:
+        raise KeepOutsUnavailable(f"no DynamoDB client ({type(error).__name__})") from None
 
 
 def _keep_out(item: dict[str, Any], now: float) -> KeepOut | None:
